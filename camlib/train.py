@@ -1,0 +1,342 @@
+"""One training loop for CPU and GPU: fit, evaluate, predict, checkpoints that survive a disconnect.
+
+``fit`` trains a :class:`~camlib.models.CAMNet` for a number of *steps* with image-level labels
+only (the paper's weak supervision: boxes and masks are never shown to the loss). It
+
+* draws the data order from ``(seed, epoch)`` alone, so a resumed run sees the same batches;
+* uses mixed precision on CUDA (bf16 where supported, else fp16 with a gradient scaler) and
+  channels-last memory, and plain fp32 on the CPU;
+* validates after every epoch (and at the end) and keeps a history;
+* writes a checkpoint (model, optimizer, schedule, scaler, RNG states, history) atomically every
+  ``checkpoint_every`` steps; ``resume=True`` continues from it after a crash or a Colab disconnect,
+  to the same weights as an uninterrupted run.
+
+Introduced in lesson 01.
+"""
+
+from __future__ import annotations
+
+
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import config as _config
+from .cam import class_activation_maps, upsample
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of one run (saved in the checkpoint)."""
+
+    steps: int
+    batch_size: int = 128
+    lr: float = 2e-3
+    optimizer: str = "adam"            # "adam" | "sgd" (momentum 0.9, as the paper's Caffe solver)
+    schedule: str = "onecycle"         # "onecycle" | "step" (x0.1 at 1/2 and 3/4) | "constant"
+    weight_decay: float = 0.0
+    seed: int = 0
+    eval_every: int | None = None      # steps between validations; default: one epoch
+    checkpoint_every: int = 50
+    amp: str = "auto"                  # "auto" | "bf16" | "fp16" | "off"
+    channels_last: bool = True
+    grad_clip: float | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.steps, int) or self.steps < 1:
+            raise ValueError(f"steps must be a positive int, got {self.steps!r}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {self.batch_size}")
+        if self.optimizer not in ("adam", "sgd"):
+            raise ValueError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
+        if self.schedule not in ("onecycle", "step", "constant"):
+            raise ValueError(f"schedule must be 'onecycle', 'step' or 'constant', got {self.schedule!r}")
+        if self.amp not in ("auto", "bf16", "fp16", "off"):
+            raise ValueError(f"amp must be 'auto', 'bf16', 'fp16' or 'off', got {self.amp!r}")
+
+
+@dataclass
+class History:
+    """What a run measured: one row per validation, plus snapshots of the weights if asked."""
+
+    rows: list[dict[str, float]] = field(default_factory=list)
+    snapshots: dict[int, dict[str, torch.Tensor]] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def last(self, key: str) -> float:
+        vals = [r[key] for r in self.rows if key in r]
+        if not vals:
+            raise ValueError(f"no validation row has {key!r}; keys: {sorted({k for r in self.rows for k in r})}")
+        return vals[-1]
+
+    def column(self, key: str) -> list[float]:
+        return [r[key] for r in self.rows if key in r]
+
+
+# ----------------------------------------------------------------------------------- data access
+
+def _num(data) -> int:
+    return len(data)
+
+
+def _get_batch(data, idx: torch.Tensor, device: torch.device) -> dict[str, torch.Tensor]:
+    """A batch as a dict on ``device``: in-memory datasets hand it over whole; others are stacked."""
+    if hasattr(data, "batch"):
+        return data.batch(idx, device=device)
+    samples = [data[int(i)] for i in idx]
+    out = {"image": torch.stack([s["image"] for s in samples]).to(device),
+           "label": torch.as_tensor([int(s["label"]) for s in samples]).to(device)}
+    return out
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The training order of one epoch: a permutation fixed by ``(seed, epoch)`` alone."""
+    g = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(epoch))
+    return torch.randperm(n, generator=g)
+
+
+def _batch_indices(n: int, batch_size: int, seed: int, step: int) -> torch.Tensor:
+    """Indices of training step ``step``: epochs of whole batches (the remainder is dropped)."""
+    per_epoch = max(1, n // batch_size)
+    epoch, k = divmod(step, per_epoch)
+    order = epoch_order(n, seed, epoch)
+    return order[k * batch_size:(k + 1) * batch_size]
+
+
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    return max(1, n // batch_size)
+
+
+# ------------------------------------------------------------------------------- precision, state
+
+def amp_dtype(device: torch.device, amp: str = "auto") -> torch.dtype | None:
+    """The autocast dtype for ``device``: bf16 on CUDA where supported, else fp16; none on the CPU."""
+    if amp == "off" or device.type != "cuda":
+        return None
+    if amp == "bf16" or (amp == "auto" and torch.cuda.is_bf16_supported()):
+        return torch.bfloat16
+    return torch.float16
+
+
+def _rng_state() -> dict[str, Any]:
+    st = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        st["cuda"] = torch.cuda.get_rng_state_all()
+    return st
+
+
+def _set_rng_state(st: dict[str, Any]) -> None:
+    torch.set_rng_state(st["torch"])
+    np.random.set_state(st["numpy"])
+    random.setstate(st["python"])
+    if "cuda" in st and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(st["cuda"])
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
+    """Write ``state`` atomically: a crash mid-write never leaves a broken checkpoint."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"no checkpoint at {path}")
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def _make_optimizer(model, cfg: TrainConfig):
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.optimizer == "adam":
+        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay) if cfg.weight_decay \
+            else torch.optim.Adam(params, lr=cfg.lr)
+    else:
+        opt = torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
+    if cfg.schedule == "onecycle":
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.25)
+    elif cfg.schedule == "step":
+        sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[cfg.steps // 2, (3 * cfg.steps) // 4], gamma=0.1)
+    else:
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+    return opt, sched
+
+
+# -------------------------------------------------------------------------------------- the loop
+
+def fit(model: torch.nn.Module, train, val=None, *, steps: int, batch_size: int = 128, lr: float = 2e-3,
+        device: torch.device | str | None = None, checkpoint: str | os.PathLike | None = None,
+        resume: bool = False, progress: bool = True, snapshot_steps=(), on_eval: Callable | None = None,
+        **kwargs) -> History:
+    """Train ``model`` on ``train`` (image-level labels only) for ``steps`` steps; return the history.
+
+    ``train``/``val``: an :class:`~camlib.data.InMemoryDataset` or any dataset of dicts with
+    ``"image"`` and ``"label"``. Other keyword arguments go to :class:`TrainConfig`.
+    ``checkpoint``: a file path; with ``resume=True`` and an existing file, the run continues from
+    it. ``snapshot_steps``: steps after which a CPU copy of the weights is kept in the history
+    (lesson 01 draws maps from them). ``on_eval(model, row)`` runs after each validation.
+    """
+    cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, **kwargs)
+    n = _num(train)
+    if n < cfg.batch_size:
+        raise ValueError(f"the training set has {n} images, fewer than one batch of {cfg.batch_size}")
+    if resume and checkpoint is None:
+        raise ValueError("resume=True needs a checkpoint path")
+    device = torch.device(device) if device is not None else _config.get_device()
+    model.to(device)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    opt, sched = _make_optimizer(model, cfg)
+    dtype = amp_dtype(device, cfg.amp)
+    scaler = torch.amp.GradScaler("cuda", enabled=(dtype == torch.float16))
+    history, start = History(), 0
+    per_epoch = steps_per_epoch(n, cfg.batch_size)
+    eval_every = cfg.eval_every or per_epoch
+
+    if resume and checkpoint is not None and Path(checkpoint).is_file():
+        st = load_checkpoint(checkpoint)
+        if st["config"]["steps"] != cfg.steps or st["config"]["batch_size"] != cfg.batch_size:
+            raise ValueError(f"checkpoint {checkpoint} was written by a run with steps={st['config']['steps']}, "
+                             f"batch_size={st['config']['batch_size']}; this run has steps={cfg.steps}, "
+                             f"batch_size={cfg.batch_size}. Use another checkpoint path or the same settings.")
+        model.load_state_dict(st["model"])
+        opt.load_state_dict(st["optimizer"])
+        sched.load_state_dict(st["scheduler"])
+        scaler.load_state_dict(st["scaler"])
+        _set_rng_state(st["rng"])
+        history = st["history"]
+        start = st["step"]
+    else:
+        _config.seed_everything(cfg.seed)
+
+    def state(step: int) -> dict[str, Any]:
+        return {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                "scaler": scaler.state_dict(), "rng": _rng_state(), "history": history, "step": step,
+                "config": asdict(cfg)}
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=cfg.steps, initial=start, desc=getattr(model, "name", "train"), unit="step")
+    t0, running, seen = time.perf_counter(), 0.0, 0
+    model.train()
+    for step in range(start, cfg.steps):
+        idx = _batch_indices(n, cfg.batch_size, cfg.seed, step)
+        batch = _get_batch(train, idx, device)
+        x = batch["image"]
+        if cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            logits = model(x).logits
+            loss = F.cross_entropy(logits.float(), batch["label"])
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if cfg.grad_clip:
+            scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        scaler.step(opt)
+        scaler.update()
+        sched.step()
+        running += float(loss.detach())
+        seen += 1
+        done = step + 1
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{running / seen:.3f}")
+        if done in set(snapshot_steps):
+            history.snapshots[done] = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        if done % eval_every == 0 or done == cfg.steps:
+            row = {"step": done, "epoch": done / per_epoch, "train_loss": running / seen,
+                   "lr": float(sched.get_last_lr()[0])}
+            running, seen = 0.0, 0
+            if val is not None:
+                row.update({f"val_{k}": v for k, v in evaluate(model, val, batch_size=max(cfg.batch_size, 256),
+                                                                device=device).items()})
+                model.train()
+            history.rows.append(row)
+            if bar is not None and "val_acc" in row:
+                bar.set_postfix(loss=f"{row['train_loss']:.3f}", val_acc=f"{row['val_acc']:.3f}")
+            if on_eval is not None:
+                on_eval(model, row)
+        if checkpoint is not None and (done % cfg.checkpoint_every == 0 or done == cfg.steps):
+            history.seconds += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            save_checkpoint(checkpoint, state(done))
+    if bar is not None:
+        bar.close()
+    history.seconds += time.perf_counter() - t0
+    model.eval()
+    return history
+
+
+# ----------------------------------------------------------------------------- evaluate, predict
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, data, *, batch_size: int = 256, device=None) -> dict[str, float]:
+    """Loss, top-1 and top-5 accuracy of ``model`` on ``data`` (eval mode)."""
+    p = predict(model, data, batch_size=batch_size, device=device, maps=None)
+    logits, labels = p["logits"], p["labels"]
+    k = min(5, logits.shape[1])
+    top = logits.topk(k, dim=1).indices
+    return {"loss": float(F.cross_entropy(logits, labels)),
+            "acc": float((top[:, 0] == labels).float().mean()),
+            "top5": float((top == labels[:, None]).any(1).float().mean())}
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, data, *, batch_size: int = 256, device=None,
+            maps: str | None = "label", topk: int = 1, size=None, indices=None) -> dict[str, torch.Tensor]:
+    """Logits for every image, and the CAMs of chosen classes from the same forward pass.
+
+    ``maps``: ``"label"`` (the true class: the GT-known protocol), ``"pred"`` (the ``topk`` best
+    classes) or ``None``. ``size`` upsamples the maps (e.g. ``data.image_size``); by default they
+    stay at the feature resolution. Results are on the CPU: ``logits (N, C)``, ``labels (N,)``,
+    ``maps (N, h, w)`` for one class per image or ``(N, k, h, w)``, and ``classes``.
+    """
+    if maps not in ("label", "pred", None):
+        raise ValueError(f"maps must be 'label', 'pred' or None; got {maps!r}")
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    n = _num(data)
+    order = torch.arange(n) if indices is None else torch.as_tensor(indices, dtype=torch.long)
+    outs: dict[str, list[torch.Tensor]] = {"logits": [], "labels": [], "maps": [], "classes": []}
+    dtype = amp_dtype(device)
+    for lo in range(0, len(order), batch_size):
+        batch = _get_batch(data, order[lo:lo + batch_size], device)
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            out = model(batch["image"])
+        logits = out.logits.float()
+        outs["logits"].append(logits.cpu())
+        outs["labels"].append(batch["label"].cpu())
+        if maps is not None:
+            cls = batch["label"] if maps == "label" else logits.topk(topk, dim=1).indices
+            m = class_activation_maps(out.features.float(), model.classifier.weight.float(), cls)
+            if size is not None:
+                m = upsample(m, size)
+            if maps == "label" or topk == 1:
+                m = m[:, 0]
+            outs["maps"].append(m.cpu())
+            outs["classes"].append((cls if cls.ndim == 2 else cls[:, None]).cpu())
+    model.train(was_training)
+    return {k: torch.cat(v) for k, v in outs.items() if v}
+
+
+def model_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A CPU copy of the weights (to compare runs or keep a snapshot)."""
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+__all__ = ["TrainConfig", "History", "fit", "evaluate", "predict", "save_checkpoint", "load_checkpoint",
+           "epoch_order", "steps_per_epoch", "amp_dtype", "model_state"]
+

@@ -1,0 +1,120 @@
+"""Figures: maps over images, boxes, grids, curves; and the ipywidgets explorers built on them.
+
+Every function takes plain tensors/arrays and an optional matplotlib ``ax`` and returns the axes
+or figure, so the explorers are thin layers of widgets over these. Introduced in lesson 00.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+
+
+def to_image(img) -> np.ndarray:
+    """A displayable ``(H, W, 3)`` float array in [0, 1] from uint8/float, CHW/HWC, tensor/array."""
+    a = img.detach().cpu().numpy() if isinstance(img, torch.Tensor) else np.asarray(img)
+    if a.ndim != 3:
+        raise ValueError(f"expected an image with 3 dims (C, H, W) or (H, W, C); got shape {a.shape}")
+    if a.shape[0] in (1, 3) and a.shape[-1] not in (1, 3):
+        a = a.transpose(1, 2, 0)
+    if a.dtype == np.uint8:
+        a = a.astype(np.float32) / 255.0
+    if a.shape[-1] == 1:
+        a = np.repeat(a, 3, axis=-1)
+    return np.clip(a, 0.0, 1.0)
+
+
+def _map(m) -> np.ndarray:
+    a = m.detach().float().cpu().numpy() if isinstance(m, torch.Tensor) else np.asarray(m, dtype=np.float32)
+    if a.ndim != 2:
+        raise ValueError(f"a map must be 2-D (h, w); got shape {a.shape}")
+    return a
+
+
+def _ax(ax):
+    if ax is None:
+        import matplotlib.pyplot as plt
+        _, ax = plt.subplots(figsize=(3.2, 3.2))
+    return ax
+
+
+def draw_box(ax, box, color: str = "lime", label: str | None = None, lw: float = 2.0):
+    """Draw a pixel-edge ``(x1, y1, x2, y2)`` box on an ``imshow`` axis (pixel centres at integers)."""
+    import matplotlib.patches as patches
+    x1, y1, x2, y2 = [float(v) for v in (box.tolist() if isinstance(box, torch.Tensor) else box)]
+    ax.add_patch(patches.Rectangle((x1 - 0.5, y1 - 0.5), x2 - x1, y2 - y1, fill=False, ec=color, lw=lw))
+    if label:
+        ax.text(x1 - 0.5, y1 - 1.5, label, color=color, fontsize=8, va="bottom",
+                bbox=dict(facecolor="black", alpha=0.4, pad=1, lw=0))
+    return ax
+
+
+def show_map(image, cam=None, *, ax=None, alpha: float = 0.5, boxes=(), box_colors=("lime", "red", "cyan"),
+             title: str | None = None, cmap: str = "jet", normalize: bool = True):
+    """An image with a map over it (upsampled to the image if needed) and optional boxes."""
+    ax = _ax(ax)
+    img = to_image(image)
+    ax.imshow(img)
+    if cam is not None:
+        m = _map(cam)
+        if m.shape != img.shape[:2]:
+            from .cam import upsample
+            m = upsample(torch.as_tensor(m)[None], img.shape[:2])[0].numpy()
+        if normalize:
+            lo, hi = float(m.min()), float(m.max())
+            m = (m - lo) / (hi - lo) if hi > lo else np.zeros_like(m)
+        ax.imshow(m, cmap=cmap, alpha=alpha, vmin=0 if normalize else None, vmax=1 if normalize else None)
+    for i, b in enumerate(boxes):
+        draw_box(ax, b, box_colors[i % len(box_colors)])
+    if title:
+        ax.set_title(title, fontsize=9)
+    ax.set_axis_off()
+    return ax
+
+
+def grid(images, maps=None, *, titles: Sequence[str] | None = None, boxes=None, ncols: int = 8,
+         size: float = 2.0, alpha: float = 0.5, suptitle: str | None = None):
+    """A grid of images (with maps and boxes if given); returns the figure."""
+    import matplotlib.pyplot as plt
+    n = len(images)
+    ncols = min(ncols, n)
+    nrows = -(-n // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows + (0.4 if suptitle else 0)), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        if i >= n:
+            ax.set_axis_off()
+            continue
+        show_map(images[i], None if maps is None else maps[i], ax=ax, alpha=alpha,
+                 boxes=() if boxes is None else boxes[i], title=None if titles is None else titles[i])
+    if suptitle:
+        fig.suptitle(suptitle)
+    fig.tight_layout()
+    return fig
+
+
+def curves(xs, series: dict, *, xlabel: str = "", ylabel: str = "", ax=None, title: str | None = None, marker="o"):
+    """Several named curves over the same x values."""
+    ax = _ax(ax)
+    for name, ys in series.items():
+        ax.plot(xs, ys, marker=marker, label=name)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return ax
+
+
+def bars(names: Sequence[str], values: Sequence[float], *, ax=None, title: str | None = None, xlabel: str = ""):
+    """Horizontal bars, largest at the top (e.g. top-5 class probabilities)."""
+    ax = _ax(ax)
+    y = np.arange(len(names))[::-1]
+    ax.barh(y, values, color="tab:blue")
+    ax.set_yticks(y, names)
+    ax.set_xlabel(xlabel)
+    if title:
+        ax.set_title(title)
+    return ax

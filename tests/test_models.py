@@ -1,0 +1,59 @@
+"""Every CAMNet returns logits and maps from one pass; for a GAP head, mean(M_c) + b_c = logit."""
+import pytest
+import torch
+
+from camlib import cam, models
+
+torch.set_grad_enabled(False)
+
+CASES = [
+    ("small_cnn", dict(num_classes=8), 64, (64, 16, 16)),
+    ("alexnet_gap", dict(num_classes=10), 224, (1024, 13, 13)),
+    ("vgg16_gap", dict(num_classes=10), 224, (1024, 14, 14)),
+    ("googlenet_gap", dict(num_classes=10), 224, (1024, 14, 14)),
+    ("resnet50_cam", dict(num_classes=10), 224, (2048, 14, 14)),
+    ("efficientnet_lite0", dict(), 224, (1280, 7, 7)),
+]
+
+
+@pytest.mark.parametrize("name,kwargs,size,fshape", CASES, ids=[c[0] for c in CASES])
+def test_gap_identity_and_map_shape(name, kwargs, size, fshape):
+    torch.manual_seed(0)
+    model = models.build(name, **kwargs).eval()
+    x = torch.randn(2, 3, size, size)
+    out = model(x)
+    assert tuple(out.features.shape[1:]) == fshape
+    maps = cam.class_activation_maps(out.features, model.classifier.weight)      # all classes
+    recon = maps.mean(dim=(-2, -1)) + model.classifier.bias
+    scale = out.logits.abs().max().clamp_min(1.0)
+    assert torch.allclose(recon, out.logits, atol=1e-4 * scale), (recon - out.logits).abs().max()
+
+
+def test_gmp_head_is_not_the_mean_identity():
+    torch.manual_seed(0)
+    model = models.small_cnn(4, "gmp").eval()
+    out = model(torch.randn(3, 3, 64, 64))
+    maps = cam.class_activation_maps(out.features, model.classifier.weight)
+    recon_max = torch.einsum("bk,ck->bc", out.features.amax((-2, -1)), model.classifier.weight) + model.classifier.bias
+    assert torch.allclose(recon_max, out.logits, atol=1e-5)
+    assert not torch.allclose(maps.mean((-2, -1)) + model.classifier.bias, out.logits, atol=1e-3)
+
+
+def test_efficientnet_pretrained_knows_the_cat():
+    from skimage import data
+    model = models.efficientnet_lite0().eval()
+    logits = model(models.preprocess_imagenet(data.chelsea())).logits
+    names = models.imagenet_categories()
+    assert names[int(logits.argmax())] in {"Egyptian cat", "tabby", "tiger cat"}
+
+
+def test_bad_inputs_raise_clear_errors():
+    model = models.small_cnn(3)
+    with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):
+        model(torch.randn(3, 64, 64))
+    with pytest.raises(ValueError, match="pool"):
+        models.small_cnn(3, pool="avg")
+    with pytest.raises(ValueError, match="unknown model"):
+        models.build("lenet")
+    with pytest.raises(ValueError, match="uint8"):
+        models.preprocess_imagenet(torch.zeros(4, 4, 3).numpy())
