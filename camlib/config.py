@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import random
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -69,14 +70,14 @@ _LESSONS: dict[str, dict[str, dict[str, Any]]] = {
     },
     # lesson 01: GAP versus GMP on the synthetic data (FINDINGS.md: ~64 steps already separate them).
     "01": {
-        "smoke": dict(image_size=64, n_train=512, n_val=256, steps=12, batch_size=64, seeds=[0], snapshots=[4, 12]),
-        "cpu": dict(image_size=64, n_train=8000, n_val=1000, steps=120, batch_size=128, seeds=[0, 1], snapshots=[15, 40, 120]),
+        "smoke": dict(image_size=64, n_train=2048, n_val=256, steps=60, batch_size=64, seeds=[0], snapshots=[15, 60]),
+        "cpu": dict(image_size=64, n_train=8000, n_val=1000, steps=80, batch_size=128, seeds=[0, 1], snapshots=[15, 40, 80]),
         "gpu": dict(image_size=64, n_train=20000, n_val=2000, steps=240, batch_size=128, seeds=[0, 1, 2], snapshots=[15, 60, 240]),
     },
     # lesson 02: the CAM derivation, on a GAP network trained briefly.
     "02": {
-        "smoke": dict(image_size=64, n_train=512, n_val=128, steps=10, batch_size=64),
-        "cpu": dict(image_size=64, n_train=4000, n_val=500, steps=80, batch_size=128),
+        "smoke": dict(image_size=64, n_train=1024, n_val=128, steps=30, batch_size=64),
+        "cpu": dict(image_size=64, n_train=8000, n_val=500, steps=80, batch_size=128),
         "gpu": dict(image_size=64, n_train=10000, n_val=1000, steps=200, batch_size=128),
     },
     # (lessons 03-06 add their entries here, one block per lesson)
@@ -110,6 +111,25 @@ class Profile:
         threads = torch.get_num_threads()
         extra = f", {torch.cuda.get_device_name(self.device)}" if self.is_cuda else f", {threads} CPU threads"
         return f"profile={self.name} device={self.device}{extra} seed={self.seed}"
+
+
+def data_dir() -> Path:
+    """Where datasets, caches and checkpoints live: ``$CAMLIB_DATA``, else the repository's ``data/``."""
+    env = os.environ.get("CAMLIB_DATA", "").strip()
+    return Path(env).expanduser() if env else Path(__file__).resolve().parent.parent / "data"
+
+
+def checkpoint_path(name: str, **key: Any) -> Path:
+    """A checkpoint file for run ``name`` whose settings are ``key``: other settings, other file.
+
+    Lessons train with ``resume=True`` on these paths, so a Colab disconnect loses nothing and a
+    re-run of a finished cell loads the result instead of training again.
+    """
+    import hashlib
+    import json
+    from . import __version__
+    blob = json.dumps({"v": __version__, **key}, sort_keys=True, default=str).encode()
+    return data_dir() / "checkpoints" / f"{name}-{hashlib.sha1(blob).hexdigest()[:10]}.pt"
 
 
 def register_lesson_sizes(lesson: str, sizes: dict[str, dict[str, Any]]) -> None:

@@ -118,3 +118,64 @@ def bars(names: Sequence[str], values: Sequence[float], *, ax=None, title: str |
     if title:
         ax.set_title(title)
     return ax
+
+
+def cam_explorer(photos: dict, model, class_names: Sequence[str], *, device=None, size: int = 224, topk: int = 10):
+    """An ipywidgets explorer: pick a photo, one of its top-k classes, and the overlay strength.
+
+    ``photos`` maps names to RGB uint8 arrays. One forward pass per photo (cached); each class's map
+    comes from the same features. Returns the widget box; ``box.update()`` redraws with the current
+    values (headless runs call it once). Introduced in lesson 02.
+    """
+    import ipywidgets as w
+    import matplotlib.pyplot as plt
+    from IPython.display import display
+
+    from .cam import class_activation_maps
+    from .models import preprocess_imagenet
+
+    if not photos:
+        raise ValueError("photos must map at least one name to an RGB image")
+    device = device or next(model.parameters()).device
+    cache: dict[str, tuple] = {}
+
+    def run(name):
+        if name not in cache:
+            x = preprocess_imagenet(photos[name], size=size).to(device)
+            with torch.no_grad():
+                out = model(x)
+            probs = out.logits.softmax(1)[0]
+            top = probs.topk(topk)
+            cache[name] = (out.features, probs, top.indices.tolist())
+        return cache[name]
+
+    photo = w.Dropdown(options=list(photos), description="photo")
+    cls = w.Dropdown(description="class")
+    alpha = w.FloatSlider(value=0.5, min=0.0, max=1.0, step=0.05, description="overlay")
+    out = w.Output()
+
+    def refresh_classes(*_):
+        _, probs, idx = run(photo.value)
+        cls.options = [(f"{class_names[i]} ({float(probs[i]):.2f})", i) for i in idx]
+        cls.value = idx[0]
+
+    def redraw(*_):
+        feats, probs, _ = run(photo.value)
+        with torch.no_grad():
+            m = class_activation_maps(feats, model.classifier.weight, int(cls.value))[0, 0]
+        with out:
+            out.clear_output(wait=True)
+            fig, ax = plt.subplots(figsize=(4.5, 3.6))
+            show_map(photos[photo.value], m, ax=ax, alpha=alpha.value,
+                     title=f"{class_names[int(cls.value)]}: p = {float(probs[int(cls.value)]):.3f}")
+            plt.show()
+
+    photo.observe(lambda ch: (refresh_classes(), redraw()), names="value")
+    cls.observe(redraw, names="value")
+    alpha.observe(redraw, names="value")
+    refresh_classes()
+    box = w.VBox([w.HBox([photo, cls, alpha]), out])
+    box.update = redraw
+    display(box)
+    redraw()
+    return box
