@@ -114,9 +114,18 @@ class Profile:
 
 
 def data_dir() -> Path:
-    """Where datasets, caches and checkpoints live: ``$CAMLIB_DATA``, else the repository's ``data/``."""
+    """Where datasets, caches and checkpoints live (the folder is not created here).
+
+    ``$CAMLIB_DATA`` when set (on Colab, a Google Drive folder survives a disconnect); else
+    ``<repo>/data`` when camlib runs from a checkout; else ``./data`` under the working directory.
+    """
     env = os.environ.get("CAMLIB_DATA", "").strip()
-    return Path(env).expanduser() if env else Path(__file__).resolve().parent.parent / "data"
+    if env:
+        return Path(env).expanduser()
+    repo = Path(__file__).resolve().parent.parent
+    if (repo / "pyproject.toml").exists() or (repo / ".git").exists():
+        return repo / "data"
+    return Path.cwd() / "data"
 
 
 def checkpoint_path(name: str, **key: Any) -> Path:

@@ -1,0 +1,188 @@
+"""What the real-image datasets share: where data lives, box-aware transforms, samples, batching.
+
+Every real dataset (CUB-200-2011, ILSVRC validation, Oxford-IIIT Pet, the offline photos) reads
+its own files and then hands a PIL image, a label, boxes and an optional mask to
+:func:`make_sample`, which runs a ``torchvision.transforms.v2`` pipeline over ``tv_tensors`` so
+that resizing, cropping and flipping move the boxes and the mask together with the pixels.
+
+Boxes are ``(x1, y1, x2, y2)`` in **pixel-edge** coordinates everywhere (a region covering
+columns 3..7 has ``x1 = 3, x2 = 8``): torchvision's v2 transforms treat ``XYXY`` boxes exactly
+this way (a horizontal flip maps ``x`` to ``W - x``, a resize scales every coordinate), so the
+convention survives every transform. Introduced in lesson 03 (paper section 3: the boxes that
+localization is scored against).
+"""
+
+from __future__ import annotations
+
+from ..config import data_dir
+
+import os
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+
+from .memory import IMAGENET_MEAN, IMAGENET_STD
+
+#: The repository root when camlib runs from a checkout (``<repo>/camlib/data/common.py``).
+
+
+def data_root() -> Path:
+    """The folder that holds datasets, caches and checkpoints (see :func:`camlib.config.data_dir`)."""
+    return data_dir()
+
+
+def _check_size(size: Any) -> int:
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 8:
+        raise ValueError(f"size must be an int >= 8 (the side of the square model input); got {size!r}")
+    return int(size)
+
+
+def eval_transform(size: int = 224) -> v2.Compose:
+    """Resize to ``size`` x ``size`` (no crop, so no object is cut away) and normalize (ImageNet).
+
+    Takes and returns a dict of ``tv_tensors`` (``image``, ``boxes``, ``mask``). Introduced in
+    lesson 03; the paper evaluates on 224-pixel inputs (section 3).
+    """
+    size = _check_size(size)
+    return v2.Compose([
+        v2.ToImage(),
+        v2.Resize((size, size), antialias=True),
+        v2.ToDtype(torch.float32, scale=True),
+        v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+    ])
+
+
+def train_transform(size: int = 224, scale: tuple[float, float] = (0.25, 1.0)) -> v2.Compose:
+    """Random resized crop + horizontal flip, then normalize; boxes are clipped to the crop.
+
+    Boxes left with no area by the crop are dropped (``SanitizeBoundingBoxes``), so a training
+    sample may carry fewer boxes than its annotation. ``scale`` is the crop's area fraction range;
+    the default keeps at least a quarter of the image so that the object usually survives.
+    Introduced in lesson 03 (the paper trains on 224 crops with mirroring, section 3).
+    """
+    size = _check_size(size)
+    lo, hi = scale
+    if not 0 < lo <= hi <= 1:
+        raise ValueError(f"scale must satisfy 0 < low <= high <= 1; got {scale!r}")
+    return v2.Compose([
+        v2.ToImage(),
+        v2.RandomResizedCrop((size, size), scale=(lo, hi), antialias=True),
+        v2.RandomHorizontalFlip(),
+        v2.ClampBoundingBoxes(),
+        v2.SanitizeBoundingBoxes(labels_getter=None),
+        v2.ToDtype(torch.float32, scale=True),
+        v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+    ])
+
+
+def check_boxes(boxes: Any, width: int, height: int, where: str = "boxes") -> np.ndarray:
+    """Validate pixel-edge ``(N, 4)`` boxes against an image of ``width`` x ``height``.
+
+    Returns them as float32. Raises ``ValueError`` when a box is not ``x1 < x2, y1 < y2`` or
+    reaches outside ``[0, width] x [0, height]``.
+    """
+    arr = np.asarray(boxes, dtype=np.float32)
+    if arr.size == 0:
+        arr = np.zeros((0, 4), np.float32)
+    elif arr.shape == (4,):
+        arr = arr.reshape(1, 4)
+    if arr.ndim != 2 or arr.shape[1] != 4:
+        raise ValueError(f"{where}: expected an (N, 4) array of (x1, y1, x2, y2); got shape {arr.shape}")
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{where}: boxes must be finite; got {arr.tolist()}")
+    bad = (arr[:, 0] >= arr[:, 2]) | (arr[:, 1] >= arr[:, 3])
+    if bad.any():
+        raise ValueError(f"{where}: expected x1 < x2 and y1 < y2; got {arr[bad].tolist()}")
+    out = (arr[:, 0] < 0) | (arr[:, 1] < 0) | (arr[:, 2] > width) | (arr[:, 3] > height)
+    if out.any():
+        raise ValueError(f"{where}: boxes must lie inside the {width}x{height} image "
+                         f"(pixel-edge, 0..W and 0..H); got {arr[out].tolist()}")
+    return arr
+
+
+def make_sample(image: Image.Image, label: int, boxes: Any, mask: np.ndarray | None = None,
+                transform: Callable | None = None, size: int = 224) -> dict[str, Any]:
+    """One dataset sample ``{"image", "label", "boxes", "mask"?}`` from raw parts.
+
+    ``image``: a PIL image (converted to RGB); ``boxes``: pixel-edge ``(N, 4)`` in the image's own
+    pixels; ``mask``: bool ``(H, W)`` or ``None``. ``transform`` (default
+    :func:`eval_transform` of ``size``) receives a dict of ``tv_tensors`` (``Image``,
+    ``BoundingBoxes``, ``Mask``) and must return one with the same keys and a float ``(3, h, w)``
+    image. The sample holds plain tensors: image float32 ``(3, h, w)``, label int, boxes float32
+    ``(N, 4)``, mask bool ``(h, w)``. Introduced in lesson 03.
+    """
+    if not isinstance(image, Image.Image):
+        raise ValueError(f"image must be a PIL image; got {type(image).__name__}")
+    image = image.convert("RGB")
+    w, h = image.size
+    arr = check_boxes(boxes, w, h)
+    data: dict[str, Any] = {
+        "image": tv_tensors.Image(torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)),
+        "boxes": tv_tensors.BoundingBoxes(torch.from_numpy(arr), format="XYXY", canvas_size=(h, w)),
+    }
+    if mask is not None:
+        mask = np.asarray(mask)
+        if mask.shape != (h, w):
+            raise ValueError(f"mask must have the image's shape {(h, w)}; got {mask.shape}")
+        data["mask"] = tv_tensors.Mask(torch.from_numpy(mask.astype(bool)))
+    tf = transform if transform is not None else eval_transform(size)
+    out = tf(data)
+    if not isinstance(out, dict) or "image" not in out or "boxes" not in out:
+        raise ValueError("transform must return a dict with 'image' and 'boxes' (it receives one); "
+                         f"got {type(out).__name__}")
+    img = out["image"]
+    if not isinstance(img, torch.Tensor) or img.ndim != 3 or img.shape[0] != 3 or not img.is_floating_point():
+        raise ValueError("transform must produce a float image of shape (3, H, W) (end it with "
+                         f"ToDtype(float32, scale=True) and Normalize); got "
+                         f"{getattr(img, 'dtype', type(img))} {tuple(getattr(img, 'shape', ()))}")
+    sample: dict[str, Any] = {
+        "image": img.as_subclass(torch.Tensor).to(torch.float32),
+        "label": int(label),
+        "boxes": out["boxes"].as_subclass(torch.Tensor).to(torch.float32).reshape(-1, 4),
+    }
+    if "mask" in out:
+        sample["mask"] = out["mask"].as_subclass(torch.Tensor).to(torch.bool)
+    return sample
+
+
+def collate_samples(batch: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Batch samples for a ``DataLoader``: stack images, labels and masks; boxes stay a list.
+
+    Returns ``{"image": (B, 3, H, W), "label": (B,) int64, "boxes": [ (N_i, 4) ... ]}`` plus
+    ``"mask": (B, H, W)`` bool when every sample has one; any other key becomes a list. Images must
+    share one size (use a fixed-size transform). Introduced in lesson 03.
+    """
+    if len(batch) == 0:
+        raise ValueError("collate_samples needs at least one sample; got an empty batch")
+    shapes = {tuple(s["image"].shape) for s in batch}
+    if len(shapes) != 1:
+        raise ValueError(f"all images in a batch must share one shape; got {sorted(shapes)}")
+    out: dict[str, Any] = {
+        "image": torch.stack([s["image"] for s in batch]),
+        "label": torch.tensor([int(s["label"]) for s in batch], dtype=torch.long),
+        "boxes": [s["boxes"] for s in batch],
+    }
+    if all("mask" in s for s in batch):
+        out["mask"] = torch.stack([s["mask"] for s in batch])
+    for key in batch[0]:
+        if key not in out and key != "mask":
+            out[key] = [s.get(key) for s in batch]
+    return out
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """A dataset's files are not where they were looked for; the message says where to put them."""
+
+
+def missing_data_message(name: str, where: Path, expected: Sequence[str], how: str) -> str:
+    """The text of the error a dataset raises when its files are absent: what, where, how."""
+    lines = [f"{name}: not found under {where}.", "Expected these files and folders there:"]
+    lines += [f"  {where / e}" for e in expected]
+    lines.append(how)
+    lines.append("(Set $CAMLIB_DATA to keep datasets elsewhere; see data/README.md.)")
+    return "\n".join(lines)
