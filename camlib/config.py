@@ -70,7 +70,7 @@ _LESSONS: dict[str, dict[str, dict[str, Any]]] = {
     },
     # lesson 01: GAP versus GMP on the synthetic data (FINDINGS.md: ~64 steps already separate them).
     "01": {
-        "smoke": dict(image_size=64, n_train=2048, n_val=256, steps=60, batch_size=64, seeds=[0], snapshots=[15, 60]),
+        "smoke": dict(image_size=64, n_train=2048, n_val=256, steps=80, batch_size=64, seeds=[0], snapshots=[20, 80]),
         "cpu": dict(image_size=64, n_train=8000, n_val=1000, steps=80, batch_size=128, seeds=[0, 1], snapshots=[15, 40, 80]),
         "gpu": dict(image_size=64, n_train=20000, n_val=2000, steps=240, batch_size=128, seeds=[0, 1, 2], snapshots=[15, 60, 240]),
     },

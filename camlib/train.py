@@ -7,9 +7,18 @@ only (the paper's weak supervision: boxes and masks are never shown to the loss)
 * uses mixed precision on CUDA (bf16 where supported, else fp16 with a gradient scaler) and
   channels-last memory, and plain fp32 on the CPU;
 * validates after every epoch (and at the end) and keeps a history;
-* writes a checkpoint (model, optimizer, schedule, scaler, RNG states, history) atomically every
-  ``checkpoint_every`` steps; ``resume=True`` continues from it after a crash or a Colab disconnect,
-  to the same weights as an uninterrupted run.
+* writes a checkpoint (model, optimizer, schedule, scaler, RNG states, the augmenter's generator,
+  history) atomically every ``checkpoint_every`` steps; ``resume=True`` continues from it after a
+  crash or a Colab disconnect, to the same weights as an uninterrupted run.
+
+At GPU speed (lesson 03's GPU path): the data is an in-memory or cached uint8 dataset
+(:mod:`camlib.data.cache`); each batch is gathered on the CPU in a background thread, pinned, copied
+to the device as uint8 and augmented there (``augment=``, e.g.
+:class:`camlib.data.augment.GPUAugment`); ``compile=True`` runs the model through
+``torch.compile``. Under ``torchrun`` the same call trains with DistributedDataParallel
+(:mod:`camlib.distributed`): each rank takes its slice of the same global batch, only rank 0
+writes checkpoints and draws the progress bar, and evaluation gathers every rank's share.
+``python -m camlib.train --recipe NAME`` runs a named recipe (:mod:`camlib.recipes`).
 
 Introduced in lesson 01.
 """
@@ -19,7 +28,9 @@ from __future__ import annotations
 
 import os
 import random
+import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -29,6 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from . import config as _config
+from . import distributed as _dist
 from .cam import class_activation_maps, upsample
 
 
@@ -40,8 +52,13 @@ class TrainConfig:
     batch_size: int = 128
     lr: float = 2e-3
     optimizer: str = "adam"            # "adam" | "sgd" (momentum 0.9, as the paper's Caffe solver)
-    schedule: str = "onecycle"         # "onecycle" | "step" (x0.1 at 1/2 and 3/4) | "constant"
+    schedule: str = "onecycle"         # "onecycle" | "step" (x0.1 at 1/2 and 3/4, or every decay_every) | "constant"
     weight_decay: float = 0.0
+    nesterov: bool = False             # SGD with Nesterov momentum (Choe et al. 2020)
+    decay_every: int | None = None     # "step" schedule: x0.1 every this many steps (the paper: 40k iterations)
+    head_params: tuple[str, ...] = ()  # parameter-name prefixes of the layers that start fresh ...
+    head_lr_mult: float = 1.0          # ... and their learning-rate multiplier (Choe et al.: 10)
+    sync_bn: bool | str = "auto"       # SyncBatchNorm under DDP: "auto" = on CUDA with > 1 process
     seed: int = 0
     eval_every: int | None = None      # steps between validations; default: one epoch
     checkpoint_every: int = 50
@@ -60,6 +77,15 @@ class TrainConfig:
             raise ValueError(f"schedule must be 'onecycle', 'step' or 'constant', got {self.schedule!r}")
         if self.amp not in ("auto", "bf16", "fp16", "off"):
             raise ValueError(f"amp must be 'auto', 'bf16', 'fp16' or 'off', got {self.amp!r}")
+        if self.decay_every is not None and (not isinstance(self.decay_every, int) or self.decay_every < 1):
+            raise ValueError(f"decay_every must be a positive int or None, got {self.decay_every!r}")
+        if isinstance(self.head_params, str) or not all(isinstance(h, str) for h in self.head_params):
+            raise ValueError(f"head_params must be a tuple of parameter-name prefixes, got {self.head_params!r}")
+        self.head_params = tuple(self.head_params)
+        if not self.head_lr_mult > 0:
+            raise ValueError(f"head_lr_mult must be positive, got {self.head_lr_mult!r}")
+        if self.sync_bn not in ("auto", True, False):
+            raise ValueError(f"sync_bn must be 'auto', True or False, got {self.sync_bn!r}")
 
 
 @dataclass
@@ -94,6 +120,35 @@ def _get_batch(data, idx: torch.Tensor, device: torch.device) -> dict[str, torch
     out = {"image": torch.stack([s["image"] for s in samples]).to(device),
            "label": torch.as_tensor([int(s["label"]) for s in samples]).to(device)}
     return out
+
+
+def _is_tensor_dataset(data) -> bool:
+    """In-memory or cached: uint8 ``images`` and ``labels`` tensors that batches are gathered from."""
+    imgs = getattr(data, "images", None)
+    return isinstance(imgs, torch.Tensor) and imgs.dtype == torch.uint8 and hasattr(data, "labels")
+
+
+def _gather(data, idx: torch.Tensor, pin: bool) -> dict[str, torch.Tensor]:
+    """Step 1 of a training batch (any thread): the uint8 images and labels, pinned for a fast copy."""
+    if _is_tensor_dataset(data):
+        i = idx.to(data.images.device)
+        out = {"image": data.images[i], "label": data.labels.to(i.device)[i]}
+    else:
+        out = _get_batch(data, idx, torch.device("cpu"))
+    if pin:
+        out = {k: v.pin_memory() if v.device.type == "cpu" else v for k, v in out.items()}
+    return out
+
+
+def _finish(data, batch: dict[str, torch.Tensor], device: torch.device, augment, part) -> dict[str, torch.Tensor]:
+    """Step 2 (the training thread): to the device as uint8, then augment or just normalize there."""
+    batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+    if not _is_tensor_dataset(data):
+        return batch
+    if augment is not None:
+        return augment(batch, part=part) if part is not None else augment(batch)
+    batch["image"] = data.normalize(batch["image"])
+    return batch
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
@@ -156,15 +211,31 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return torch.load(path, map_location="cpu", weights_only=False)
 
 
+def _param_groups(model, cfg: TrainConfig) -> list[dict[str, Any]]:
+    """One group at ``lr``; with ``head_params``, the fresh layers get ``lr * head_lr_mult``."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if not cfg.head_params:
+        return [{"params": [p for _, p in named], "lr": cfg.lr}]
+    head = [p for n, p in named if n.startswith(cfg.head_params)]
+    if not head:
+        raise ValueError(f"head_params {cfg.head_params} match no parameter; names start like "
+                         f"{sorted({n.split('.')[0] + '.' + n.split('.')[1] for n, _ in named if '.' in n})[:8]}")
+    rest = [p for n, p in named if not n.startswith(cfg.head_params)]
+    return [{"params": rest, "lr": cfg.lr}, {"params": head, "lr": cfg.lr * cfg.head_lr_mult}]
+
+
 def _make_optimizer(model, cfg: TrainConfig):
-    params = [p for p in model.parameters() if p.requires_grad]
+    groups = _param_groups(model, cfg)
     if cfg.optimizer == "adam":
-        opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay) if cfg.weight_decay \
-            else torch.optim.Adam(params, lr=cfg.lr)
+        opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay) if cfg.weight_decay \
+            else torch.optim.Adam(groups, lr=cfg.lr)
     else:
-        opt = torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
+        opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
     if cfg.schedule == "onecycle":
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.25)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[g["lr"] for g in groups], total_steps=cfg.steps,
+                                                    pct_start=0.25)
+    elif cfg.schedule == "step" and cfg.decay_every:
+        sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.decay_every, gamma=0.1)
     elif cfg.schedule == "step":
         sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[cfg.steps // 2, (3 * cfg.steps) // 4], gamma=0.1)
     else:
@@ -177,14 +248,22 @@ def _make_optimizer(model, cfg: TrainConfig):
 def fit(model: torch.nn.Module, train, val=None, *, steps: int, batch_size: int = 128, lr: float = 2e-3,
         device: torch.device | str | None = None, checkpoint: str | os.PathLike | None = None,
         resume: bool = False, progress: bool = True, snapshot_steps=(), on_eval: Callable | None = None,
+        augment: Callable | None = None, compile: bool = False, prefetch: bool | None = None,
         **kwargs) -> History:
     """Train ``model`` on ``train`` (image-level labels only) for ``steps`` steps; return the history.
 
-    ``train``/``val``: an :class:`~camlib.data.InMemoryDataset` or any dataset of dicts with
-    ``"image"`` and ``"label"``. Other keyword arguments go to :class:`TrainConfig`.
+    ``train``/``val``: an :class:`~camlib.data.InMemoryDataset` (or a cache of one,
+    :class:`~camlib.data.cache.CachedDataset`) or any dataset of dicts with ``"image"`` and
+    ``"label"``. Other keyword arguments go to :class:`TrainConfig`.
     ``checkpoint``: a file path; with ``resume=True`` and an existing file, the run continues from
     it. ``snapshot_steps``: steps after which a CPU copy of the weights is kept in the history
     (lesson 01 draws maps from them). ``on_eval(model, row)`` runs after each validation.
+    ``augment``: a callable applied on the device to each uint8 training batch (a dict with
+    ``"image"`` uint8 ``(B, 3, H, W)`` and ``"label"``) that returns it with a normalized float
+    image, e.g. :class:`camlib.data.augment.GPUAugment`; its ``state_dict()`` (the random stream)
+    goes into the checkpoint. Needs an in-memory or cached dataset. ``compile``: run the model
+    through ``torch.compile``. ``prefetch``: gather the next batch in a background thread
+    (default: on CUDA). Under ``torchrun`` the run is data-parallel (module docstring).
     """
     cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, **kwargs)
     n = _num(train)
@@ -192,16 +271,30 @@ def fit(model: torch.nn.Module, train, val=None, *, steps: int, batch_size: int 
         raise ValueError(f"the training set has {n} images, fewer than one batch of {cfg.batch_size}")
     if resume and checkpoint is None:
         raise ValueError("resume=True needs a checkpoint path")
+    if augment is not None and not callable(augment):
+        raise ValueError(f"augment must be callable (batch dict -> batch dict); got {type(augment).__name__}")
+    if augment is not None and not _is_tensor_dataset(train):
+        raise ValueError("augment= works on uint8 batches: give an InMemoryDataset or a cached dataset "
+                         f"(camlib.data.cache.cached); got {type(train).__name__}")
+    ws, rank = _dist.world_size(), _dist.rank()
+    if cfg.batch_size % ws:
+        raise ValueError(f"batch_size {cfg.batch_size} must divide evenly over {ws} processes")
     device = torch.device(device) if device is not None else _config.get_device()
+    if ws > 1 and device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
     model.to(device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
+    step_model = _dist.wrap(model, device, cfg.sync_bn)       # DDP (and SyncBatchNorm) under torchrun
+    if compile:
+        step_model = torch.compile(step_model)
     opt, sched = _make_optimizer(model, cfg)
     dtype = amp_dtype(device, cfg.amp)
     scaler = torch.amp.GradScaler("cuda", enabled=(dtype == torch.float16))
     history, start = History(), 0
     per_epoch = steps_per_epoch(n, cfg.batch_size)
     eval_every = cfg.eval_every or per_epoch
+    main = rank == 0
 
     if resume and checkpoint is not None and Path(checkpoint).is_file():
         st = load_checkpoint(checkpoint)
@@ -214,6 +307,10 @@ def fit(model: torch.nn.Module, train, val=None, *, steps: int, batch_size: int 
         sched.load_state_dict(st["scheduler"])
         scaler.load_state_dict(st["scaler"])
         _set_rng_state(st["rng"])
+        if augment is not None and hasattr(augment, "load_state_dict"):
+            if st.get("augment") is None:
+                raise ValueError(f"checkpoint {checkpoint} was written without augmentation; this run has {augment!r}")
+            augment.load_state_dict(st["augment"])
         history = st["history"]
         start = st["step"]
     else:
@@ -222,58 +319,90 @@ def fit(model: torch.nn.Module, train, val=None, *, steps: int, batch_size: int 
     def state(step: int) -> dict[str, Any]:
         return {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                 "scaler": scaler.state_dict(), "rng": _rng_state(), "history": history, "step": step,
-                "config": asdict(cfg)}
+                "config": asdict(cfg),
+                "augment": augment.state_dict() if hasattr(augment, "state_dict") else None}
 
+    use_prefetch = device.type == "cuda" if prefetch is None else bool(prefetch)
+    pin = device.type == "cuda" and torch.cuda.is_available()
+
+    def gather(step: int) -> dict[str, torch.Tensor]:
+        return _gather(train, _dist.shard(_batch_indices(n, cfg.batch_size, cfg.seed, step)), pin)
+
+    part = (*_dist.shard_range(cfg.batch_size), cfg.batch_size) if ws > 1 else None
     bar = None
-    if progress:
+    if progress and main:
         from tqdm.auto import tqdm
         bar = tqdm(total=cfg.steps, initial=start, desc=getattr(model, "name", "train"), unit="step")
-    t0, running, seen = time.perf_counter(), 0.0, 0
+    snapshot_steps = set(snapshot_steps)
+    log_every = 25                                  # read the loss back (a GPU sync) only this often
+    t0, seen = time.perf_counter(), 0
+    running = torch.zeros((), device=device)
+    pool = ThreadPoolExecutor(max_workers=1) if use_prefetch else None
+    pending = pool.submit(gather, start) if pool is not None and start < cfg.steps else None
     model.train()
-    for step in range(start, cfg.steps):
-        idx = _batch_indices(n, cfg.batch_size, cfg.seed, step)
-        batch = _get_batch(train, idx, device)
-        x = batch["image"]
-        if cfg.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            logits = model(x).logits
-            loss = F.cross_entropy(logits.float(), batch["label"])
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        if cfg.grad_clip:
-            scaler.unscale_(opt)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        scaler.step(opt)
-        scaler.update()
-        sched.step()
-        running += float(loss.detach())
-        seen += 1
-        done = step + 1
+    try:
+        for step in range(start, cfg.steps):
+            if pool is not None:
+                cpu_batch = pending.result()
+                if step + 1 < cfg.steps:
+                    pending = pool.submit(gather, step + 1)
+            else:
+                cpu_batch = gather(step)
+            batch = _finish(train, cpu_batch, device, augment, part)
+            x = batch["image"]
+            if cfg.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                logits = step_model(x).logits
+                loss = F.cross_entropy(logits.float(), batch["label"])
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if cfg.grad_clip:
+                scaler.unscale_(opt)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            scaler.step(opt)
+            scaler.update()
+            sched.step()
+            running += loss.detach()
+            seen += 1
+            done = step + 1
+            if bar is not None:
+                bar.update(1)
+                if done % log_every == 0 or seen == 1:
+                    bar.set_postfix(loss=f"{float(running) / seen:.3f}")
+            if done in snapshot_steps:
+                history.snapshots[done] = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+            if done % eval_every == 0 or done == cfg.steps:
+                mean_loss = running / seen
+                if ws > 1:                          # the loss of the global batch: average over ranks
+                    torch.distributed.all_reduce(mean_loss, op=torch.distributed.ReduceOp.SUM)
+                    mean_loss = mean_loss / ws
+                row = {"step": done, "epoch": done / per_epoch, "train_loss": float(mean_loss),
+                       "lr": float(sched.get_last_lr()[0])}
+                running.zero_()
+                seen = 0
+                if val is not None:
+                    row.update({f"val_{k}": v for k, v in evaluate(model, val, batch_size=max(cfg.batch_size, 256),
+                                                                    device=device).items()})
+                    model.train()
+                history.rows.append(row)
+                if bar is not None and "val_acc" in row:
+                    bar.set_postfix(loss=f"{row['train_loss']:.3f}", val_acc=f"{row['val_acc']:.3f}")
+            if checkpoint is not None and (done % cfg.checkpoint_every == 0 or done == cfg.steps):
+                history.seconds += time.perf_counter() - t0
+                t0 = time.perf_counter()
+                if main:
+                    save_checkpoint(checkpoint, state(done))
+            # the user's hook runs after the checkpoint of this step is safe: if it fails (or the
+            # kernel dies while it draws), the run resumes from here, with this validation row
+            if on_eval is not None and history.rows and history.rows[-1]["step"] == done:
+                on_eval(model, history.rows[-1])
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True)
         if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{running / seen:.3f}")
-        if done in set(snapshot_steps):
-            history.snapshots[done] = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-        if done % eval_every == 0 or done == cfg.steps:
-            row = {"step": done, "epoch": done / per_epoch, "train_loss": running / seen,
-                   "lr": float(sched.get_last_lr()[0])}
-            running, seen = 0.0, 0
-            if val is not None:
-                row.update({f"val_{k}": v for k, v in evaluate(model, val, batch_size=max(cfg.batch_size, 256),
-                                                                device=device).items()})
-                model.train()
-            history.rows.append(row)
-            if bar is not None and "val_acc" in row:
-                bar.set_postfix(loss=f"{row['train_loss']:.3f}", val_acc=f"{row['val_acc']:.3f}")
-            if on_eval is not None:
-                on_eval(model, row)
-        if checkpoint is not None and (done % cfg.checkpoint_every == 0 or done == cfg.steps):
-            history.seconds += time.perf_counter() - t0
-            t0 = time.perf_counter()
-            save_checkpoint(checkpoint, state(done))
-    if bar is not None:
-        bar.close()
+            bar.close()
+    _dist.barrier()                                 # rank 0's last checkpoint is on disk for everyone
     history.seconds += time.perf_counter() - t0
     model.eval()
     return history
@@ -302,6 +431,8 @@ def predict(model: torch.nn.Module, data, *, batch_size: int = 256, device=None,
     classes) or ``None``. ``size`` upsamples the maps (e.g. ``data.image_size``); by default they
     stay at the feature resolution. Results are on the CPU: ``logits (N, C)``, ``labels (N,)``,
     ``maps (N, h, w)`` for one class per image or ``(N, k, h, w)``, and ``classes``.
+    Under ``torchrun`` each rank scores every ``world_size``-th image and the results are gathered,
+    so every rank returns them all, in order.
     """
     if maps not in ("label", "pred", None):
         raise ValueError(f"maps must be 'label', 'pred' or None; got {maps!r}")
@@ -310,10 +441,12 @@ def predict(model: torch.nn.Module, data, *, batch_size: int = 256, device=None,
     model.eval()
     n = _num(data)
     order = torch.arange(n) if indices is None else torch.as_tensor(indices, dtype=torch.long)
+    ws = _dist.world_size() if len(order) >= _dist.world_size() else 1
+    mine = order[_dist.rank()::ws] if ws > 1 else order
     outs: dict[str, list[torch.Tensor]] = {"logits": [], "labels": [], "maps": [], "classes": []}
     dtype = amp_dtype(device)
-    for lo in range(0, len(order), batch_size):
-        batch = _get_batch(data, order[lo:lo + batch_size], device)
+    for lo in range(0, len(mine), batch_size):
+        batch = _get_batch(data, mine[lo:lo + batch_size], device)
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             out = model(batch["image"])
         logits = out.logits.float()
@@ -329,7 +462,10 @@ def predict(model: torch.nn.Module, data, *, batch_size: int = 256, device=None,
             outs["maps"].append(m.cpu())
             outs["classes"].append((cls if cls.ndim == 2 else cls[:, None]).cpu())
     model.train(was_training)
-    return {k: torch.cat(v) for k, v in outs.items() if v}
+    result = {k: torch.cat(v) for k, v in outs.items() if v}
+    if ws > 1:
+        result = {k: _dist.gather_strided(v, len(order)) for k, v in result.items()}
+    return result
 
 
 def model_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -337,6 +473,16 @@ def model_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
+def main(argv: list[str] | None = None) -> int:
+    """``python -m camlib.train --recipe NAME ...`` (also under ``torchrun``): see :mod:`camlib.recipes`."""
+    from .recipes import main as run_recipe
+    return run_recipe(argv)
+
+
 __all__ = ["TrainConfig", "History", "fit", "evaluate", "predict", "save_checkpoint", "load_checkpoint",
-           "epoch_order", "steps_per_epoch", "amp_dtype", "model_state"]
+           "epoch_order", "steps_per_epoch", "amp_dtype", "model_state", "main"]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
 
