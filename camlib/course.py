@@ -1,0 +1,646 @@
+"""The course as a whole: run the lessons into HTML and REPORT.md, make the student edition.
+
+``python -m camlib.course <command>``; the Makefile calls these (see ``lessons/README.md``):
+
+* ``build``         execute every lesson (nbclient), write ``<out>/NN_name.ipynb``, ``.html`` and
+                    ``REPORT.md`` (every claim the lessons checked, run times, the machine);
+* ``student``       the student edition: solutions replaced by ``raise NotImplementedError``,
+                    hidden tests removed, written answers blanked, outputs cleared;
+* ``check-student`` make a student edition in a temporary folder, check it leaks no solution line
+                    and that running it fails only at the exercises;
+* ``grade``         run students' notebooks against the lessons' checks and hidden tests;
+* ``sync-colab``    write or refresh each lesson's Colab badge and set-up cells (``--check``: only
+                    say whether they are up to date).
+
+Markers are nbgrader's: ``### BEGIN SOLUTION`` / ``### END SOLUTION`` and ``### BEGIN HIDDEN
+TESTS`` / ``### END HIDDEN TESTS`` in code, ``<!-- BEGIN SOLUTION -->`` / ``<!-- END SOLUTION -->``
+in markdown. The sources in ``lessons/`` are only ever read, except by ``sync-colab``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime as dt
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import nbformat
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+LESSONS_DIR = REPO_ROOT / "lessons"
+LESSON_FILE = re.compile(r"^(\d\d)_\w+\.ipynb$")
+
+SOLUTION = (re.compile(r"^(?P<indent>[ \t]*)### BEGIN SOLUTION[ \t]*$"), re.compile(r"^[ \t]*### END SOLUTION[ \t]*$"))
+HIDDEN = (re.compile(r"^[ \t]*### BEGIN HIDDEN TESTS[ \t]*$"), re.compile(r"^[ \t]*### END HIDDEN TESTS[ \t]*$"))
+MD_SOLUTION = re.compile(r"<!--\s*BEGIN SOLUTION\s*-->(?P<answer>.*?)<!--\s*END SOLUTION\s*-->", re.S)
+STUB = ("# YOUR CODE HERE", "raise NotImplementedError")
+ANSWER = "YOUR ANSWER HERE"
+EXERCISE_TAG = "exercise"
+
+
+# --------------------------------------------------------------------------------------- lessons
+def find_lessons(lessons_dir: Path = LESSONS_DIR, only: Iterable[str] | None = None) -> list[Path]:
+    """The lesson notebooks ``NN_name.ipynb`` in ``lessons_dir``, sorted; ``only`` picks by NN."""
+    lessons_dir = Path(lessons_dir)
+    if not lessons_dir.is_dir():
+        raise ValueError(f"expected a folder of lessons, got {str(lessons_dir)!r} (not a directory)")
+    paths = sorted(p for p in lessons_dir.iterdir() if LESSON_FILE.match(p.name))
+    if only:
+        wanted = [str(n).zfill(2) for n in only]
+        known = {p.name[:2] for p in paths}
+        unknown = [n for n in wanted if n not in known]
+        if unknown:
+            raise ValueError(f"no lesson numbered {unknown} in {lessons_dir}; found {sorted(known)}")
+        paths = [p for p in paths if p.name[:2] in wanted]
+    return paths
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if path.exists():
+            os.chmod(tmp, path.stat().st_mode & 0o777)
+        else:
+            os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _notebook_text(nb: Any) -> str:
+    text = nbformat.writes(nb)
+    return text if text.endswith("\n") else text + "\n"
+
+
+def _refuse_inside(out: Path, lessons_dir: Path) -> None:
+    out, src = Path(out).resolve(), Path(lessons_dir).resolve()
+    if out == src or src in out.parents or out in src.parents:
+        raise ValueError(f"output folder {str(out)!r} must lie outside the lessons folder {str(src)!r} "
+                         "and not contain it: the lesson sources stay clean")
+
+
+def kernel_env(lesson: str, profile: str | None, report: Path | None) -> dict[str, str]:
+    """The environment a lesson's kernel runs in: this one, plus the profile, lesson and report."""
+    env = dict(os.environ)
+    env.pop("CAMLIB_REPORT", None)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
+    env["CAMLIB_LESSON"] = lesson
+    if profile:
+        env["CAMLIB_PROFILE"] = profile
+    if report is not None:
+        env["CAMLIB_REPORT"] = str(Path(report).resolve())
+    return env
+
+
+def _errors(nb: Any) -> list[tuple[int, Any]]:
+    return [(i, o) for i, c in enumerate(nb.cells) if c.cell_type == "code"
+            for o in c.get("outputs", []) if o.get("output_type") == "error"]
+
+
+# ----------------------------------------------------------------------------------------- build
+@dataclass
+class LessonRun:
+    """How one lesson's execution went."""
+
+    lesson: str
+    name: str
+    ok: bool
+    seconds: float
+    error: str = ""
+    profile: str = ""
+    machine: str = ""
+    finished: str = ""
+
+
+def machine_info() -> str:
+    """One line naming the CPU, its cores, the GPU (if any) and the torch and Python versions."""
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return (f"{cpu} ({os.cpu_count()} cores), {gpu}; torch {torch.__version__}, "
+            f"Python {platform.python_version()}")
+
+
+def execute_lesson(path: Path, out: Path, *, profile: str | None = None, timeout: float | None = 3600,
+                   report: Path | None = None) -> LessonRun:
+    """Execute one lesson (cwd = its folder), write the executed notebook and its HTML to ``out``."""
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellTimeoutError
+    from nbconvert import HTMLExporter
+
+    from .config import default_profile_name
+
+    path, out = Path(path), Path(out)
+    nb = nbformat.read(path, as_version=4)
+    env = kernel_env(path.name[:2], profile, report)
+    client = NotebookClient(nb, timeout=timeout if timeout and timeout > 0 else None, kernel_name="python3",
+                            resources={"metadata": {"path": str(path.parent)}})
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    error = ""
+    try:  # the kernel process's own output (its log, C-level crashes) goes to a file, not the console
+        with open(out / f"{path.stem}.kernel.log", "w", encoding="utf-8") as log:
+            client.execute(env=env, stdout=log, stderr=log)
+    except Exception as exc:  # a failed lesson is reported, and the others still run
+        failed = _errors(nb)
+        if isinstance(exc, CellTimeoutError):
+            error = (f"cell {failed[0][0]}: " if failed else "") + f"timed out (limit {timeout:g} s per cell)"
+        elif failed:
+            i, o = failed[0]
+            error = f"cell {i}: {o.get('ename', '')}: {o.get('evalue', '')}"
+        else:
+            error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}"
+        note = nbformat.v4.new_markdown_cell(f"**This lesson failed in the course build** ({error}).")
+        note.metadata["tags"] = ["build-error"]
+        nb.cells.insert(0, note)
+    seconds = time.perf_counter() - start
+    _write_atomic(out / path.name, _notebook_text(nb))
+    html, _ = HTMLExporter().from_notebook_node(nb, resources={"metadata": {"name": path.stem}})
+    _write_atomic(out / f"{path.stem}.html", html)
+    return LessonRun(lesson=path.name[:2], name=path.stem, ok=not error, seconds=round(seconds, 1), error=error,
+                     profile=profile or default_profile_name(),
+                     finished=dt.datetime.now().isoformat(timespec="seconds"))
+
+
+def read_claims(path: Path) -> list[dict[str, Any]]:
+    """The rows that :func:`camlib.report.claim` appended to ``path`` (none if it is missing)."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    rows = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}:{n}: expected one JSON object per line, got {line[:80]!r}") from exc
+    return rows
+
+
+def _cell_text(value: Any) -> str:
+    return str(value).replace("|", "\\|").replace("\n", " ").strip()
+
+
+def write_report(out: Path, runs: dict[str, dict[str, Any]], claims: list[dict[str, Any]]) -> Path:
+    """Write ``out/REPORT.md``: the lessons (status, time, claims) and one row per claim."""
+    out = Path(out)
+    lines = ["# Course build report", "",
+             f"Written {dt.datetime.now().isoformat(timespec='seconds')} by `python -m camlib.course build`.", ""]
+    machines: dict[str, list[str]] = {}
+    for num, run in sorted(runs.items()):
+        machines.setdefault(run.get("machine", "?"), []).append(num)
+    for machine, nums in machines.items():
+        lines.append(f"- Machine: {machine} (lessons {', '.join(nums)})")
+    lines += ["", "## Lessons", "", "| lesson | result | run time | profile | claims passed | finished | error |",
+              "|---|---|---|---|---|---|---|"]
+    for num, run in sorted(runs.items()):
+        mine = [c for c in claims if c.get("lesson") == num]
+        passed = sum(bool(c.get("passed")) for c in mine)
+        lines.append(f"| {_cell_text(run['name'])} | {'ok' if run['ok'] else '**FAILED**'} | {run['seconds']:.1f} s "
+                     f"| {run.get('profile', '')} | {passed}/{len(mine)} | {run.get('finished', '')} "
+                     f"| {_cell_text(run.get('error', ''))} |")
+    lines.append(f"| all | {sum(r['ok'] for r in runs.values())}/{len(runs)} ok "
+                 f"| {sum(r['seconds'] for r in runs.values()) / 60:.1f} min | | "
+                 f"{sum(bool(c.get('passed')) for c in claims)}/{len(claims)} | | |")
+    lines += ["", "## Claims", "", "| lesson | claim | paper | ours | dataset | profile | result |",
+              "|---|---|---|---|---|---|---|"]
+    for c in sorted(claims, key=lambda c: str(c.get("lesson"))):
+        lines.append("| " + " | ".join(_cell_text(c.get(k, "")) for k in ("lesson", "claim", "paper", "ours", "dataset",
+                                                                          "profile"))
+                     + f" | {'pass' if c.get('passed') else '**FAIL**'} |")
+    if not claims:
+        lines.append("| | (no claims recorded) | | | | | |")
+    path = out / "REPORT.md"
+    _write_atomic(path, "\n".join(lines) + "\n")
+    return path
+
+
+def build(lessons_dir: Path = LESSONS_DIR, out: Path = REPO_ROOT / "build" / "course", *, profile: str | None = None,
+          only: Iterable[str] | None = None, timeout: float | None = 3600,
+          echo: Callable[[str], None] = print) -> list[LessonRun]:
+    """Execute the lessons into ``out`` and write ``out/REPORT.md``; returns this build's runs.
+
+    Lessons not built this time keep their earlier rows (``out/runs.json``); a rebuilt lesson's
+    old claims are dropped from ``out/claims.jsonl`` before it runs.
+    """
+    paths = find_lessons(lessons_dir, only)
+    out = Path(out)
+    _refuse_inside(out, lessons_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    claims_path, runs_path = out / "claims.jsonl", out / "runs.json"
+    runs: dict[str, dict[str, Any]] = json.loads(runs_path.read_text()) if runs_path.exists() else {}
+    machine = machine_info()
+    echo(f"Building {len(paths)} lesson(s) into {out} on {machine}")
+    done = []
+    for i, path in enumerate(paths, 1):
+        num = path.name[:2]
+        kept = [c for c in read_claims(claims_path) if c.get("lesson") != num]
+        _write_atomic(claims_path, "".join(json.dumps(c) + "\n" for c in kept))
+        echo(f"[{i}/{len(paths)}] {path.stem} ...")
+        run = execute_lesson(path, out, profile=profile, timeout=timeout, report=claims_path)
+        run.machine = machine
+        runs[num] = asdict(run)
+        _write_atomic(runs_path, json.dumps(runs, indent=1) + "\n")
+        n_claims = sum(c.get("lesson") == num for c in read_claims(claims_path))
+        echo(f"[{i}/{len(paths)}] {path.stem}: {'ok' if run.ok else 'FAILED'} in {run.seconds:.1f} s, "
+             f"{n_claims} claim(s)" + (f" -- {run.error}" if run.error else ""))
+        done.append(run)
+    report = write_report(out, runs, read_claims(claims_path))
+    failed = [r.name for r in done if not r.ok]
+    echo(f"Wrote {report}" + (f"; FAILED: {', '.join(failed)}" if failed else "; all lessons ran"))
+    return done
+
+
+# --------------------------------------------------------------------------------------- student
+def _scan(lines: list[str], markers: tuple[re.Pattern, re.Pattern], where: str,
+          inside: bool = False) -> tuple[list[str], bool]:
+    """Label each line 'begin', 'end', 'in' or 'out' of the marked regions; check the nesting."""
+    begin, end = markers
+    labels = []
+    for n, line in enumerate(lines):
+        if begin.match(line):
+            if inside:
+                raise ValueError(f"{where}, line {n + 1}: a second BEGIN before the END of the first")
+            inside = True
+            labels.append("begin")
+        elif end.match(line):
+            if not inside:
+                raise ValueError(f"{where}, line {n + 1}: an END marker without its BEGIN")
+            inside = False
+            labels.append("end")
+        else:
+            labels.append("in" if inside else "out")
+    return labels, inside
+
+
+def _stubbed(source: str, where: str, replacement: tuple[str, ...] = STUB) -> str:
+    lines = source.split("\n")
+    labels, open_ = _scan(lines, SOLUTION, where)
+    if open_:
+        raise ValueError(f"{where}: '### BEGIN SOLUTION' is never closed by '### END SOLUTION'")
+    kept = []
+    for line, label in zip(lines, labels):
+        if label == "begin":
+            indent = SOLUTION[0].match(line).group("indent")
+            kept += [indent + r for r in replacement]
+        elif label == "out":
+            kept.append(line)
+    return "\n".join(kept)
+
+
+def _check_md_markers(source: str, where: str) -> None:
+    rest = MD_SOLUTION.sub("", source)
+    if re.search(r"<!--\s*(BEGIN|END) SOLUTION\s*-->", rest):
+        raise ValueError(f"{where}: unmatched <!-- BEGIN SOLUTION --> / <!-- END SOLUTION --> marker")
+
+
+def student_notebook(nb: Any, where: str = "notebook") -> Any:
+    """A student copy of ``nb``: solutions stubbed, hidden tests and outputs gone, answers blanked."""
+    from .colab import BADGE_TAG
+
+    nb = copy.deepcopy(nb)
+    cells, hidden = [], False
+    for i, cell in enumerate(nb.cells):
+        here = f"{where}, cell {i}"
+        tags = cell.get("metadata", {}).get("tags", [])
+        if BADGE_TAG in tags:  # the badge opens the full edition on GitHub: point students elsewhere
+            note = nbformat.v4.new_markdown_cell(
+                "*Student edition.* Open it in Jupyter, or in Google Colab with *File → Upload notebook*; "
+                "on Colab run the set-up cell below first.")
+            note.metadata["tags"] = ["student-note"]
+            if "id" in cell:
+                note["id"] = cell["id"]
+            else:
+                note.pop("id", None)
+            cells.append(note)
+            continue
+        if cell.cell_type == "code":
+            lines = cell.source.split("\n")
+            labels, hidden = _scan(lines, HIDDEN, here, hidden)
+            kept = [line for line, label in zip(lines, labels) if label == "out"]
+            if len(kept) < len(lines) and not "\n".join(kept).strip():
+                continue  # the cell held only hidden tests
+            cell.source = _stubbed("\n".join(kept), here)
+            cell.outputs, cell.execution_count = [], None
+        elif cell.cell_type == "markdown":
+            _check_md_markers(cell.source, here)
+            cell.source = _stubbed(MD_SOLUTION.sub(ANSWER, cell.source), here, (ANSWER,))
+        cell.get("metadata", {}).pop("execution", None)
+        cells.append(cell)
+    if hidden:
+        raise ValueError(f"{where}: '### BEGIN HIDDEN TESTS' is never closed by '### END HIDDEN TESTS'")
+    nb.cells = cells
+    nb.metadata.pop("widgets", None)
+    return nb
+
+
+def _secret_and_public_lines(nb: Any) -> tuple[set[str], set[str]]:
+    """Stripped lines inside solution / hidden-test regions, and those outside all of them."""
+    secret, public, hidden = set(), set(), False
+    for i, cell in enumerate(nb.cells):
+        lines = cell.source.split("\n")
+        if cell.cell_type == "markdown":
+            for m in MD_SOLUTION.finditer(cell.source):
+                secret.update(m.group("answer").split("\n"))
+            lines = MD_SOLUTION.sub("", cell.source).split("\n")
+            solution, _ = _scan(lines, SOLUTION, f"cell {i}")
+            hid = ["out"] * len(lines)
+        else:
+            hid, hidden = _scan(lines, HIDDEN, f"cell {i}", hidden)
+            solution, _ = _scan(lines, SOLUTION, f"cell {i}")
+        for line, a, b in zip(lines, solution, hid):
+            (public if a == "out" and b == "out" else secret).add(line)
+    clean = lambda s: {line.strip() for line in s if line.strip()}  # noqa: E731
+    return clean(secret), clean(public)
+
+
+def _strings(obj: Any) -> Iterable[str]:
+    if isinstance(obj, str):
+        yield obj
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            yield from _strings(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            yield from _strings(v)
+
+
+def find_leaks(source_nb: Any, student: Any, min_chars: int = 4) -> list[str]:
+    """Solution or hidden-test lines of ``source_nb`` that show up in ``student`` (a notebook or text).
+
+    Lines that also appear outside the marked regions of the source (``return out``, ``)``) are
+    not secrets, and student lines copied from there are not leaks; a secret line counts as leaked
+    when any other student line contains it. Lines shorter than ``min_chars`` are ignored.
+    """
+    secret, public = _secret_and_public_lines(source_nb)
+    texts = [student] if isinstance(student, str) else list(_strings(student))
+    new_lines = {line.strip() for t in texts for line in t.split("\n")} - public
+    return sorted(s for s in secret - public if len(s) >= min_chars and any(s in line for line in new_lines))
+
+
+def _student_readme(paths: list[Path]) -> str:
+    rows = "\n".join(f"- `{p.name}`" for p in paths)
+    return ("# CAM course: student edition\n\n"
+            "Each lesson has exercises: a cell with `raise NotImplementedError` for you to replace with\n"
+            "your code, followed by a check (`camlib.exercises.check_...`) that runs your function on\n"
+            "random inputs against a reference and says what differs. Run the notebooks in Jupyter\n"
+            "with camlib installed, or upload them to Google Colab (its set-up cell installs camlib).\n"
+            "Written answers go where a cell says \"YOUR ANSWER HERE\".\n\n" + rows + "\n")
+
+
+def make_student(lessons_dir: Path = LESSONS_DIR, out: Path = REPO_ROOT / "build" / "student", *,
+                 force: bool = False, only: Iterable[str] | None = None) -> list[Path]:
+    """Write the student edition of the lessons to ``out`` (refuses a non-empty ``out`` unless ``force``)."""
+    paths = find_lessons(lessons_dir, only)
+    out = Path(out)
+    _refuse_inside(out, lessons_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"expected {str(out)!r} to be a folder for the student edition; it is a file")
+    if out.exists() and any(out.iterdir()) and not force:
+        raise FileExistsError(f"{out} already holds a student edition (it is not empty); "
+                              "pass --force to replace it")
+    sources = [nbformat.read(p, as_version=4) for p in paths]
+    editions = [student_notebook(nb, p.name) for nb, p in zip(sources, paths)]  # fail before deleting
+    for p, nb, ed in zip(paths, sources, editions):
+        leaks = find_leaks(nb, ed)
+        if leaks:
+            raise RuntimeError(f"{p.name}: the student edition would leak solution lines: {leaks[:5]}")
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    written = []
+    for p, ed in zip(paths, editions):
+        _write_atomic(out / p.name, _notebook_text(ed))
+        written.append(out / p.name)
+    _write_atomic(out / "README.md", _student_readme(paths))
+    return written
+
+
+def _calls_a_check(source: str) -> bool:
+    from .exercises import CHECKS
+
+    return re.search(r"\b(?:" + "|".join(CHECKS) + r")\s*\(", source) is not None
+
+
+def exercise_cells(nb: Any) -> dict[int, str]:
+    """Cells where a student edition may fail: ``{index: 'solution' | 'check'}``.
+
+    A *solution* cell holds solution markers or their stub (or is tagged ``exercise``); a *check*
+    cell calls one of :mod:`camlib.exercises`' checks.
+    """
+    found = {}
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type != "code":
+            continue
+        src = cell.source
+        if _calls_a_check(src):
+            found[i] = "check"
+        elif (EXERCISE_TAG in cell.get("metadata", {}).get("tags", []) or STUB[0] in src
+              or any(SOLUTION[0].match(line) for line in src.split("\n"))):
+            found[i] = "solution"
+    return found
+
+
+def _run_allowing_errors(nb: Any, lesson: str, cwd: Path, profile: str | None,
+                         timeout: float | None) -> dict[int, Any]:
+    """Execute ``nb`` in place, going on after errors; return ``{cell index: its error output}``."""
+    from nbclient import NotebookClient
+
+    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", allow_errors=True,
+                            resources={"metadata": {"path": str(cwd)}})
+    client.execute(env=kernel_env(lesson, profile, None), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return dict(_errors(nb))
+
+
+def _first_line(text: str) -> str:
+    return next((line.strip() for line in text.split("\n") if line.strip()), "")
+
+
+def verify_student_run(path: Path, cwd: Path, *, profile: str | None = "smoke",
+                       timeout: float | None = 600) -> tuple[list[str], dict[int, str]]:
+    """Execute a student notebook (errors allowed); return what went wrong, and ``{cell: error name}``.
+
+    Allowed: ``NotImplementedError`` in exercise cells. Required: every check cell fails that way
+    (a check that passes without a solution checks nothing).
+    """
+    nb = nbformat.read(path, as_version=4)
+    errors = _run_allowing_errors(nb, Path(path).name[:2], cwd, profile, timeout)
+    kinds = exercise_cells(nb)
+
+    def where(i: int) -> str:  # student-edition cell numbers differ from the source's: show the code
+        return f"{Path(path).name} cell {i} ({_first_line(nb.cells[i].source)[:60]!r})"
+
+    problems = []
+    for i, o in errors.items():
+        if i not in kinds:
+            problems.append(f"{where(i)} is not an exercise but failed: {o.ename}: {o.evalue}")
+        elif o.ename != "NotImplementedError":
+            problems.append(f"{where(i)} ({kinds[i]}) failed with {o.ename}: {o.evalue}, expected NotImplementedError")
+    for i, kind in kinds.items():
+        if kind == "check" and i not in errors:
+            problems.append(f"{where(i)}: the check passed without a solution")
+    return problems, {i: o.ename for i, o in errors.items()}
+
+
+def graded_notebook(source: Any, submission: Any) -> tuple[Any, list[int]]:
+    """The instructor's lesson with each solution cell replaced by the student's cell of the same id.
+
+    Checks and hidden tests come from ``source``, so a submission that edited or deleted them is
+    graded all the same. Returns the notebook and the indices of the cells that grade (checks and
+    hidden tests).
+    """
+    by_id = {c.get("id"): c for c in submission.cells}
+    nb = copy.deepcopy(source)
+    graded = []
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type != "code":
+            continue
+        lines = cell.source.split("\n")
+        if any(SOLUTION[0].match(line) for line in lines):
+            if "id" not in cell:
+                raise ValueError("grading needs cell ids (nbformat 4.5): convert the lesson with a recent jupytext")
+            mine = by_id.get(cell["id"])
+            cell.source = mine.source if mine is not None else _stubbed(cell.source, f"cell {i}")
+        if _calls_a_check(cell.source) or any(HIDDEN[0].match(line) for line in lines):
+            graded.append(i)
+        cell.outputs, cell.execution_count = [], None
+    return nb, graded
+
+
+def grade(submission: Path, source: Path, *, profile: str | None = "smoke",
+          timeout: float | None = 600) -> list[dict[str, Any]]:
+    """Run a student's notebook against the source lesson's checks and hidden tests.
+
+    Returns one row per grading cell: ``{"cell", "code", "passed", "message"}``. Written answers
+    (``YOUR ANSWER HERE``) are for a person to read. This executes the student's code: grade
+    inside a container or a throw-away machine.
+    """
+    nb, graded = graded_notebook(nbformat.read(source, as_version=4), nbformat.read(submission, as_version=4))
+    errors = _run_allowing_errors(nb, Path(source).name[:2], Path(source).parent, profile, timeout)
+    return [{"cell": i, "code": _first_line(nb.cells[i].source), "passed": i not in errors,
+             "message": "" if i not in errors else f"{errors[i].ename}: {' '.join(errors[i].evalue.split())[:400]}"}
+            for i in graded]
+
+
+def check_student(lessons_dir: Path = LESSONS_DIR, *, profile: str | None = "smoke", only: Iterable[str] | None = None,
+                  timeout: float | None = 600, echo: Callable[[str], None] = print) -> list[str]:
+    """Make a student edition in a temporary folder, look for leaks and run it; return the problems."""
+    problems = []
+    with tempfile.TemporaryDirectory(prefix="camlib-student-") as tmp:
+        for path in make_student(lessons_dir, Path(tmp) / "student", only=only):
+            start = time.perf_counter()
+            found, _ = verify_student_run(path, Path(lessons_dir), profile=profile, timeout=timeout)
+            echo(f"{path.name}: {'ok' if not found else f'{len(found)} problem(s)'} "
+                 f"({time.perf_counter() - start:.1f} s)")
+            problems += found
+    return problems
+
+
+# ----------------------------------------------------------------------------------------- colab
+def sync_colab(lessons_dir: Path = LESSONS_DIR, *, check: bool = False, only: Iterable[str] | None = None) -> list[Path]:
+    """Bring each lesson's Colab cells up to date; return the lessons that were (``check``: are) stale."""
+    from .colab import apply_colab_cells
+
+    stale = []
+    for path in find_lessons(lessons_dir, only):
+        nb = nbformat.read(path, as_version=4)
+        if apply_colab_cells(nb, path.name):
+            stale.append(path)
+            if not check:
+                _write_atomic(path, _notebook_text(nb))
+    return stale
+
+
+# ------------------------------------------------------------------------------------------- CLI
+def main(argv: list[str] | None = None) -> int:
+    """``python -m camlib.course {build,student,check-student,grade,sync-colab}``; returns the exit code."""
+    parser = argparse.ArgumentParser(prog="python -m camlib.course", description=__doc__.split("\n")[0])
+    parser.add_argument("--lessons-dir", type=Path, default=LESSONS_DIR, help="folder of NN_name.ipynb lessons")
+    sub = parser.add_subparsers(dest="command", required=True)
+    b = sub.add_parser("build", help="execute the lessons, write HTML and REPORT.md")
+    b.add_argument("--profile", choices=("smoke", "cpu", "gpu"), help="default: the machine's ($CAMLIB_PROFILE, GPU)")
+    b.add_argument("--lessons", nargs="+", metavar="NN", help="only these lessons (e.g. 00 01)")
+    b.add_argument("--out", type=Path, default=REPO_ROOT / "build" / "course")
+    b.add_argument("--timeout", type=float, default=3600, help="seconds per cell (0: no limit)")
+    s = sub.add_parser("student", help="write the student edition")
+    s.add_argument("--out", type=Path, default=REPO_ROOT / "build" / "student")
+    s.add_argument("--force", action="store_true", help="replace an existing student edition")
+    s.add_argument("--lessons", nargs="+", metavar="NN")
+    c = sub.add_parser("check-student", help="check a student edition leaks nothing and fails only at exercises")
+    c.add_argument("--profile", choices=("smoke", "cpu", "gpu"), default="smoke")
+    c.add_argument("--lessons", nargs="+", metavar="NN")
+    c.add_argument("--timeout", type=float, default=600, help="seconds per cell")
+    r = sub.add_parser("grade", help="run submissions against the lessons' checks and hidden tests")
+    r.add_argument("submissions", nargs="+", type=Path, help="students' NN_name.ipynb files")
+    r.add_argument("--lesson", metavar="NN", help="the lesson they answer (default: from each file name)")
+    r.add_argument("--profile", choices=("smoke", "cpu", "gpu"), default="smoke")
+    r.add_argument("--timeout", type=float, default=600, help="seconds per cell")
+    y = sub.add_parser("sync-colab", help="write or refresh each lesson's Colab badge and set-up cells")
+    y.add_argument("--check", action="store_true", help="only report; exit 1 if any lesson is out of date")
+    y.add_argument("--lessons", nargs="+", metavar="NN")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "build":
+            runs = build(args.lessons_dir, args.out, profile=args.profile, only=args.lessons, timeout=args.timeout,
+                         echo=lambda m: print(m, flush=True))
+            return 0 if all(r.ok for r in runs) else 1
+        if args.command == "student":
+            written = make_student(args.lessons_dir, args.out, force=args.force, only=args.lessons)
+            print(f"Wrote the student edition of {len(written)} lesson(s) to {args.out}")
+            return 0
+        if args.command == "check-student":
+            problems = check_student(args.lessons_dir, profile=args.profile, only=args.lessons, timeout=args.timeout,
+                                     echo=lambda m: print(m, flush=True))
+            for p in problems:
+                print("PROBLEM:", p)
+            return 1 if problems else 0
+        if args.command == "grade":
+            for sub_path in args.submissions:
+                lesson = args.lesson or sub_path.name[:2]
+                rows = grade(sub_path, find_lessons(args.lessons_dir, [lesson])[0], profile=args.profile,
+                             timeout=args.timeout)
+                print(f"{sub_path}: {sum(r['passed'] for r in rows)} of {len(rows)} checks passed")
+                for row in rows:
+                    print(f"  cell {row['cell']:3d} {'pass' if row['passed'] else 'FAIL'}  {row['code'][:50]}"
+                          + (f"  -- {row['message']}" if row["message"] else ""))
+            return 0
+        stale = sync_colab(args.lessons_dir, check=args.check, only=args.lessons)
+        verb = "out of date" if args.check else "updated"
+        for p in stale:
+            print(f"{p.name}: Colab cells {verb}")
+        if not stale:
+            print("Colab cells up to date in every lesson")
+        return 1 if (args.check and stale) else 0
+    except (ValueError, FileExistsError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
