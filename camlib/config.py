@@ -80,6 +80,12 @@ _LESSONS: dict[str, dict[str, dict[str, Any]]] = {
         "cpu": dict(image_size=64, n_train=8000, n_val=500, steps=80, batch_size=128),
         "gpu": dict(image_size=64, n_train=10000, n_val=1000, steps=200, batch_size=128),
     },
+    # lesson 03: localization evaluation of lesson 01's GAP network (same checkpoint), baselines.
+    "03": {
+        "smoke": dict(n_eval=256, example=3, surgery_models=["alexnet_gap", "googlenet_gap"]),
+        "cpu": dict(n_eval=1000, example=3, surgery_models=["alexnet_gap", "vgg16_gap", "googlenet_gap", "resnet50_cam"]),
+        "gpu": dict(n_eval=2000, example=3, surgery_models=["alexnet_gap", "vgg16_gap", "googlenet_gap", "resnet50_cam"]),
+    },
     # (lessons 03-06 add their entries here, one block per lesson)
 }
 

@@ -44,7 +44,7 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-back
 
 TARGETS: list[tuple[Path, str | int]] = [
     (HERE / "explorer_fixture.ipynb", "explorer"),
-    # (REPO / "lessons" / "02_cam_derivation.ipynb", "explorer"),  # add lessons as their explorers land
+    (REPO / "lessons" / "00_introduction.ipynb", "explorer"),   # cheap to reach: no training before it
 ]
 for item in filter(None, os.environ.get("CAMLIB_BROWSER_TARGETS", "").split(",")):
     nb_path, _, cell = item.rpartition(":")
