@@ -140,14 +140,19 @@ def _gather(data, idx: torch.Tensor, pin: bool) -> dict[str, torch.Tensor]:
     return out
 
 
-def _finish(data, batch: dict[str, torch.Tensor], device: torch.device, augment, part) -> dict[str, torch.Tensor]:
-    """Step 2 (the training thread): to the device as uint8, then augment or just normalize there."""
+def _finish(data, batch: dict[str, torch.Tensor], device: torch.device, augment, part,
+            norm: tuple[torch.Tensor, torch.Tensor] | None) -> dict[str, torch.Tensor]:
+    """Step 2 (the training thread): to the device as uint8, then augment or just normalize there.
+
+    ``norm``: the dataset's mean and std already on ``device`` (the same arithmetic as
+    ``InMemoryDataset.normalize``, without copying them to the device at every step)."""
     batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
     if not _is_tensor_dataset(data):
         return batch
     if augment is not None:
         return augment(batch, part=part) if part is not None else augment(batch)
-    batch["image"] = data.normalize(batch["image"])
+    mean, std = norm
+    batch["image"] = (batch["image"].float() / 255.0 - mean) / std
     return batch
 
 
@@ -329,6 +334,7 @@ def fit(model: torch.nn.Module, train, val=None, *, steps: int, batch_size: int 
         return _gather(train, _dist.shard(_batch_indices(n, cfg.batch_size, cfg.seed, step)), pin)
 
     part = (*_dist.shard_range(cfg.batch_size), cfg.batch_size) if ws > 1 else None
+    norm = (train.mean.to(device), train.std.to(device)) if _is_tensor_dataset(train) and augment is None else None
     bar = None
     if progress and main:
         from tqdm.auto import tqdm
@@ -348,7 +354,7 @@ def fit(model: torch.nn.Module, train, val=None, *, steps: int, batch_size: int 
                     pending = pool.submit(gather, step + 1)
             else:
                 cpu_batch = gather(step)
-            batch = _finish(train, cpu_batch, device, augment, part)
+            batch = _finish(train, cpu_batch, device, augment, part, norm)
             x = batch["image"]
             if cfg.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)

@@ -25,7 +25,6 @@ import math
 from typing import Any, Sequence
 
 import torch
-import torch.nn.functional as F
 from torchvision.ops import roi_align
 
 from .memory import IMAGENET_MEAN, IMAGENET_STD
@@ -37,6 +36,17 @@ _TRIES = 10          # RandomResizedCrop's rejection-sampling attempts, drawn fo
 def _check_images(images: torch.Tensor) -> None:
     if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(f"images must be a (B, 3, H, W) tensor; got {tuple(getattr(images, 'shape', ()))}")
+
+
+def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Copy a small CPU tensor to ``device`` without stalling the host: a copy from pageable memory
+    to a GPU waits for the GPU's queue to drain, one from pinned memory does not."""
+    device = torch.device(device)
+    if t.device == device:
+        return t
+    if device.type == "cuda" and t.device.type == "cpu":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
 
 
 def _check_crops(crops: torch.Tensor, n: int) -> None:
@@ -163,8 +173,8 @@ def hflip(images: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
 def normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
     """``(x / 255 - mean) / std`` for 0..255 values (uint8 or float), as one multiply-add."""
     _check_images(images)
-    m = torch.tensor(mean, dtype=torch.float32, device=images.device).view(1, 3, 1, 1)
-    s = torch.tensor(std, dtype=torch.float32, device=images.device).view(1, 3, 1, 1)
+    m = to_device(torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), images.device)
+    s = to_device(torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), images.device)
     return torch.addcmul(-m / s, images.float(), 1.0 / (255.0 * s))
 
 
@@ -198,11 +208,21 @@ class GPUAugment:
         if mode == "resized_crop":   # check scale and ratio now, not at the first batch
             resized_crop_params(1, 8, 8, self.scale, self.ratio, torch.Generator().manual_seed(0))
         self.generator = torch.Generator().manual_seed(int(seed))
+        self._consts: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     @classmethod
     def like(cls, dataset, size: int, **kwargs) -> "GPUAugment":
         """An augmenter that normalizes with ``dataset``'s mean and std (an InMemoryDataset or cache)."""
         return cls(size, mean=dataset.mean.flatten().tolist(), std=dataset.std.flatten().tolist(), **kwargs)
+
+    def _affine(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(shift, scale)`` with ``(x / 255 - mean) / std = shift + scale * x``, kept on each device."""
+        key = str(device)
+        if key not in self._consts:
+            m = torch.tensor(self.mean, dtype=torch.float32).view(1, 3, 1, 1)
+            s = torch.tensor(self.std, dtype=torch.float32).view(1, 3, 1, 1)
+            self._consts[key] = (to_device(-m / s, device), to_device(1.0 / (255.0 * s), device))
+        return self._consts[key]
 
     # -- parameters
     def draw(self, n: int, height: int, width: int) -> dict[str, torch.Tensor]:
@@ -224,12 +244,12 @@ class GPUAugment:
         _check_images(images)
         if images.dtype != torch.uint8:
             raise ValueError(f"GPUAugment takes uint8 images (0..255) and normalizes them itself; got {images.dtype}")
-        crops, flip = params["crops"].to(images.device), params["flip"].to(images.device)
+        crops, flip = to_device(params["crops"], images.device), to_device(params["flip"], images.device)
         _check_crops(crops, images.shape[0])
         out = dict(batch)
         x = crop_resize(images, crops, self.size)
         x = hflip(x, flip)
-        out["image"] = normalize(x, self.mean, self.std)
+        out["image"] = torch.addcmul(*self._affine(x.device), x)      # (x / 255 - mean) / std
         if batch.get("boxes") is not None:
             out["boxes"] = transform_boxes(batch["boxes"], crops, self.size, flip)
         if batch.get("mask") is not None:
@@ -277,4 +297,4 @@ class GPUAugment:
 
 
 __all__ = ["GPUAugment", "MODES", "resized_crop_params", "fixed_crop_params", "crop_resize", "transform_boxes",
-           "hflip", "normalize"]
+           "hflip", "normalize", "to_device"]

@@ -292,20 +292,24 @@ def build_cache(dataset, size: int, *, root: str | os.PathLike | None = None, ke
     if is_complete(path):
         return path
     decoder = _Decoder(dataset, size)
-    probe = decoder.chunk(0, 1)                    # does it have masks? does decoding work at all?
     if mean is None:
         mean = dataset.mean.flatten().tolist() if isinstance(dataset, InMemoryDataset) else list(IMAGENET_MEAN)
     if std is None:
         std = dataset.std.flatten().tolist() if isinstance(dataset, InMemoryDataset) else list(IMAGENET_STD)
     names = getattr(dataset, "class_names", None)
     meta = {"version": CACHE_VERSION, "identity": {"key": key} if key is not None else dataset_identity(dataset),
-            "size": size, "n": n, "chunk": chunk, "has_mask": "masks" in probe, "mean": list(mean), "std": list(std),
+            "size": size, "n": n, "chunk": chunk, "mean": list(mean), "std": list(std),
             "class_names": list(names) if names is not None else None,
             "name": str(getattr(dataset, "name", None) or key or type(dataset).__name__), "complete": False}
+    meta = json.loads(json.dumps(meta, default=str))   # as it will read back (tuples become lists)
     old = _read_meta(path)
-    if old is not None and {k: v for k, v in old.items() if k != "complete"} != \
-            {k: v for k, v in meta.items() if k != "complete"}:
-        shutil.rmtree(path)                        # a partial build with other settings: start over
+    same = lambda m: {k: v for k, v in m.items() if k not in ("complete", "has_mask")}  # noqa: E731
+    if old is not None and same(old) == same(meta) and "has_mask" in old:
+        meta["has_mask"] = old["has_mask"]         # resuming: keep what the first attempt found
+    else:
+        if old is not None:
+            shutil.rmtree(path)                    # a partial build with other settings: start over
+        meta["has_mask"] = "masks" in decoder.chunk(0, 1)   # does image 0 have a mask? (and: does decoding work?)
     (path / _CHUNKS).mkdir(parents=True, exist_ok=True)
     _write_json(path / _META, meta)
 
