@@ -416,15 +416,6 @@ class CachedDataset(InMemoryDataset):
             out["boxes"] = [self.boxes_of(int(i)).to(device or "cpu") for i in idx]
         return out
 
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        if not -len(self) <= i < len(self):
-            raise IndexError(f"index {i} out of range for a dataset of {len(self)} images")
-        b = self.batch([i % len(self)])
-        sample = {k: v[0] for k, v in b.items()}
-        sample["label"] = int(sample["label"])
-        sample["boxes"] = self.boxes_of(i % len(self)) if self.boxes is None else sample["boxes"].view(1, 4)
-        return sample
-
     def __repr__(self) -> str:
         return f"CachedDataset({self.name!r}, n={len(self)}, size={self.image_size[0]}, path={str(self.path)!r})"
 

@@ -113,8 +113,8 @@ class InMemoryDataset(torch.utils.data.Dataset):
         b = self.batch([i % len(self)])
         sample = {k: v[0] for k, v in b.items()}
         sample["label"] = int(sample["label"])
-        if "boxes" in sample:
-            sample["boxes"] = sample["boxes"].view(1, 4)
+        if "boxes" in sample:          # one box (4,) per image here; (N_i, 4) in a cache with several
+            sample["boxes"] = sample["boxes"].reshape(-1, 4)
         return sample
 
     def subset(self, indices: Any) -> "InMemoryDataset":
