@@ -4,7 +4,12 @@ import torch
 
 from camlib import cam, models
 
-torch.set_grad_enabled(False)
+
+
+@pytest.fixture(autouse=True)
+def _no_grad():
+    with torch.no_grad():      # scoped to each test: never leak a global grad mode to other files
+        yield
 
 CASES = [
     ("small_cnn", dict(num_classes=8), 64, (64, 16, 16)),
