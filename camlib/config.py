@@ -86,6 +86,47 @@ _LESSONS: dict[str, dict[str, dict[str, Any]]] = {
         "cpu": dict(n_eval=1000, example=3, surgery_models=["alexnet_gap", "vgg16_gap", "googlenet_gap", "resnet50_cam"]),
         "gpu": dict(n_eval=2000, example=3, surgery_models=["alexnet_gap", "vgg16_gap", "googlenet_gap", "resnet50_cam"]),
     },
+    # lesson 04: the two-stage fine-grained pipeline on the "fine" preset (128-px frames, stage 1 sees
+    # them at 48 px, crops at 64 px); on a GPU also CUB-200-2011 (cub_*: cache side, epochs, models).
+    "04": {
+        "smoke": dict(n_train=1280, n_test=256, steps=40, batch_size=64, input_size=48, crop_size=64, margin=0.2,
+                      min_crop=64, min_gain=0.1, min_holds=0.5, bound_tol=0.01, cub_cache=448, cub_epochs=1,
+                      cub_models=["googlenet_gap"], cub_margin=0.1),
+        "cpu": dict(n_train=3000, n_test=600, steps=150, batch_size=128, input_size=48, crop_size=64, margin=0.2,
+                    min_crop=64, min_gain=0.15, min_holds=0.8, bound_tol=0.01, cub_cache=448, cub_epochs=1,
+                    cub_models=["googlenet_gap"], cub_margin=0.1),
+        "gpu": dict(n_train=8000, n_test=2000, steps=300, batch_size=128, input_size=48, crop_size=64, margin=0.2,
+                    min_crop=64, min_gain=0.15, min_holds=0.8, bound_tol=0.01, cub_cache=448, cub_epochs=20,
+                    cub_models=["googlenet_gap", "resnet50_cam"], cub_margin=0.1),
+    },
+    # lesson 05: a linear SVM on frozen features (synthetic transfer, EfficientNet-Lite0 on digit scenes),
+    # informative objects in scenes. n_source/n_new are images drawn before keeping one family (~half).
+    "05": {
+        "smoke": dict(n_source=2400, n_new=800, steps=40, batch_size=64, svm_C=0.1, min_probe_acc=0.6,
+                      min_margin=0.15, digit_size=224, n_digits_train=128, n_digits_test=96, digit_C=0.1,
+                      digit_margin=0.1, min_det_acc=0.7, min_peak=0.4, n_scenes_train=2048, n_scenes_test=256,
+                      scene_steps=60, tolerance=3),
+        "cpu": dict(n_source=6000, n_new=2000, steps=100, batch_size=128, svm_C=0.1, min_probe_acc=0.85,
+                    min_margin=0.25, digit_size=224, n_digits_train=240, n_digits_test=240, digit_C=0.1,
+                    digit_margin=0.2, min_det_acc=0.8, min_peak=0.6, n_scenes_train=4000, n_scenes_test=600,
+                    scene_steps=200, tolerance=3),
+        "gpu": dict(n_source=20000, n_new=6000, steps=300, batch_size=128, svm_C=0.1, min_probe_acc=0.85,
+                    min_margin=0.25, digit_size=224, n_digits_train=1000, n_digits_test=500, digit_C=0.1,
+                    digit_margin=0.2, min_det_acc=0.8, min_peak=0.6, n_scenes_train=10000, n_scenes_test=2000,
+                    scene_steps=400, tolerance=3),
+    },
+    # lesson 06: class-specific units of lesson 01's GAP network; EfficientNet-Lite0 on the photos.
+    "06": {
+        "smoke": dict(n_train=2048, n_test=400, steps=80, batch_size=64, top_k=3, tolerance=2, n_random=300,
+                      min_margin=0.1, n_show=6, show_classes=[0], image_size=224, top_k_imagenet=5,
+                      imagenet_show=[0, 1], gpu_val_images=0),
+        "cpu": dict(n_train=6000, n_test=1000, steps=100, batch_size=128, top_k=3, tolerance=2, n_random=1000,
+                    min_margin=0.15, n_show=8, show_classes=[0, 5], image_size=224, top_k_imagenet=5,
+                    imagenet_show=[0, 1, 2], gpu_val_images=0),
+        "gpu": dict(n_train=20000, n_test=2000, steps=300, batch_size=128, top_k=3, tolerance=2, n_random=1000,
+                    min_margin=0.15, n_show=8, show_classes=[0, 5], image_size=224, top_k_imagenet=5,
+                    imagenet_show=[0, 1, 2], gpu_val_images=5000),
+    },
     # (lessons 03-06 add their entries here, one block per lesson)
 }
 

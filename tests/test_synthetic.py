@@ -46,3 +46,11 @@ def test_bad_specs():
         SyntheticSpec.preset("nope")
     with pytest.raises(ValueError, match="n must be"):
         make_synthetic(0)
+
+
+def test_class_names_follow_the_renderer_when_heads_are_shared():
+    spec = SyntheticSpec.preset("fine")
+    names = spec.class_names()
+    assert len(set(names)) == spec.num_classes
+    assert names[0].split(",")[0] == names[1].split(",")[0]          # a pair shares its head colour
+    assert names[0].split(",")[1] != names[1].split(",")[1]          # and differs in its stripes

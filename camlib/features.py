@@ -1,0 +1,200 @@
+"""Generic localizable features (paper section 4): a frozen CAM network's GAP features, a linear
+SVM trained on a new task, and the SVM's weights used as the CAM weights ``w_k^c``.
+
+A network with a GAP head computes ``F_k = mean_{x,y} f_k(x, y)`` before its classifier. Freeze
+it, take ``F`` for the images of a *new* task, and train a linear classifier on them: its scores
+``S_c = sum_k w_k^c F_k + b_c`` have exactly the form of section 2, so ``M_c = sum_k w_k^c f_k`` is
+a class activation map of the new classifier, although it never saw a box (or the new classes)
+while the features were learned.
+
+* :func:`freeze` and :func:`extract` -- frozen features ``(N, K)`` and, if asked, the maps
+  ``(N, K, h, w)`` from one pass;
+* :func:`fit_probe` -- scikit-learn's ``LinearSVC`` on (standardized) features; the returned
+  :class:`Probe` folds the standardization back into per-unit weights, so that
+  ``probe.weight @ F + probe.bias`` is the SVM's decision function on the *raw* features;
+* :func:`probe_cams` -- the maps ``sum_k w_k^c f_k`` with the probe's weights (the same einsum as
+  :func:`camlib.cam.class_activation_maps`); :func:`attach_probe` -- a :class:`~camlib.models.CAMNet`
+  whose classifier *is* the probe, so every camlib tool (``cam.cams``, ``train.predict``, the
+  two-stage pipeline) works on it unchanged.
+
+Introduced in lesson 05.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from .cam import class_activation_maps
+from .models import CAMNet, global_pool
+
+__all__ = ["freeze", "extract", "Probe", "fit_probe", "probe_cams", "attach_probe"]
+
+
+def freeze(model: nn.Module) -> nn.Module:
+    """Switch ``model`` to eval mode and stop gradients to every parameter; returns it. Lesson 05."""
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model must be a torch.nn.Module; got {type(model).__name__}")
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def _batches(data, batch_size: int, device, indices):
+    """Yield batches ``{"image", "label"}`` of an in-memory dataset or any dataset of dicts."""
+    n = len(data)
+    order = torch.arange(n) if indices is None else torch.as_tensor(indices, dtype=torch.long)
+    if hasattr(data, "batch"):
+        for lo in range(0, len(order), batch_size):
+            yield data.batch(order[lo:lo + batch_size], device=device)
+        return
+    from .data.common import collate_samples
+    sub = torch.utils.data.Subset(data, order.tolist())
+    for b in torch.utils.data.DataLoader(sub, batch_size=batch_size, collate_fn=collate_samples):
+        yield {"image": b["image"].to(device), "label": b["label"].to(device)}
+
+
+@torch.no_grad()
+def extract(model: CAMNet, data, *, batch_size: int = 128, device=None, maps: bool = False, indices=None,
+            progress: bool = False) -> dict[str, torch.Tensor]:
+    """The frozen network's pooled features for every image (one forward pass each).
+
+    ``data``: an :class:`~camlib.data.InMemoryDataset` or any dataset of ``{"image", "label"}``
+    dicts (fixed-size images). Returns on the CPU: ``features`` ``(N, K)`` -- the head's pooling
+    (GAP: the mean of each map, section 2's ``F_k``), ``labels`` ``(N,)``, and with ``maps=True``
+    also ``maps`` ``(N, K, h, w)`` (the ``f_k`` a probe's CAM is made from). The model is used in
+    eval mode and left as it was. Lesson 05.
+    """
+    if not isinstance(model, CAMNet):
+        raise ValueError(f"model must be a camlib CAMNet; got {type(model).__name__}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive; got {batch_size}")
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    feats, labels, fmaps = [], [], []
+    batches = _batches(data, batch_size, device, indices)
+    if progress:
+        from tqdm.auto import tqdm
+        total = -(-(len(data) if indices is None else len(indices)) // batch_size)
+        batches = tqdm(batches, total=total, desc="features", unit="batch")
+    for b in batches:
+        f = model.backbone(b["image"]).float()
+        feats.append(global_pool(f, model.pool).cpu())
+        labels.append(b["label"].cpu())
+        if maps:
+            fmaps.append(f.cpu())
+    model.train(was_training)
+    out = {"features": torch.cat(feats), "labels": torch.cat(labels)}
+    if maps:
+        out["maps"] = torch.cat(fmaps)
+    return out
+
+
+@dataclass
+class Probe:
+    """A linear classifier on frozen features, as CAM weights.
+
+    ``weight`` ``(C, K)`` and ``bias`` ``(C,)`` act on the *raw* pooled features: ``scores = F @
+    weight.T + bias`` equals the SVM's ``decision_function``. ``classes`` are the labels of the
+    rows. A binary SVM has one weight vector ``w``; it becomes two rows ``(-w, w)`` (class 0 and
+    class 1) with biases ``(-b, b)``, so every class has its own map. ``svm`` is the fitted
+    scikit-learn estimator, ``mean``/``scale`` the standardization it was trained with.
+    """
+
+    weight: torch.Tensor
+    bias: torch.Tensor
+    classes: np.ndarray
+    svm: Any
+    mean: torch.Tensor
+    scale: torch.Tensor
+
+    def decision(self, features: torch.Tensor) -> torch.Tensor:
+        """Scores ``(N, C)`` of pooled features ``(N, K)``."""
+        if features.ndim != 2 or features.shape[1] != self.weight.shape[1]:
+            raise ValueError(f"features must be (N, {self.weight.shape[1]}); got {tuple(features.shape)}")
+        return features.float() @ self.weight.T + self.bias
+
+    def predict(self, features: torch.Tensor) -> torch.Tensor:
+        """The predicted labels (from ``classes``) of pooled features ``(N, K)``."""
+        return torch.as_tensor(self.classes)[self.decision(features).argmax(1)]
+
+    def accuracy(self, features: torch.Tensor, labels) -> float:
+        labels = torch.as_tensor(labels)
+        return float((self.predict(features) == labels).float().mean())
+
+
+def fit_probe(features: torch.Tensor, labels, *, C: float = 0.1, standardize: bool = True,
+              max_iter: int = 5000, seed: int = 0) -> Probe:
+    """Train a linear SVM (``sklearn.svm.LinearSVC``, one-vs-rest) on pooled features ``(N, K)``.
+
+    With ``standardize`` each feature is centred and scaled to unit variance for the SVM (as one
+    usually does); the returned weights undo it (``w_k / s_k``, and the bias absorbs the means), so
+    the probe acts on raw features -- and so its weights are the ``w_k^c`` of a CAM on the raw
+    feature maps. Paper section 4 ("the weights of the SVM ... generate the CAM"). Lesson 05.
+    """
+    from sklearn.svm import LinearSVC
+
+    if not isinstance(features, torch.Tensor) or features.ndim != 2:
+        raise ValueError(f"features must be a (N, K) tensor; got {tuple(getattr(features, 'shape', ()))}")
+    y = np.asarray(torch.as_tensor(labels).cpu())
+    if y.ndim != 1 or len(y) != len(features):
+        raise ValueError(f"labels must be (N,) with N = {len(features)}; got shape {y.shape}")
+    classes = np.unique(y)
+    if len(classes) < 2:
+        raise ValueError(f"a probe needs at least two classes in the labels; got {classes.tolist()}")
+    if not C > 0:
+        raise ValueError(f"C must be positive; got {C}")
+    X = features.double().cpu()
+    mean = X.mean(0) if standardize else torch.zeros(X.shape[1], dtype=torch.float64)
+    scale = X.std(0).clamp_min(1e-6) if standardize else torch.ones(X.shape[1], dtype=torch.float64)
+    Z = ((X - mean) / scale).numpy()
+    svm = LinearSVC(C=C, max_iter=max_iter, random_state=seed, dual="auto")
+    svm.fit(Z, y)
+    coef = torch.from_numpy(svm.coef_).double()            # (C or 1, K) on standardized features
+    icpt = torch.from_numpy(np.atleast_1d(svm.intercept_)).double()
+    if coef.shape[0] == 1:                                  # binary: one vector scores class 1
+        coef, icpt = torch.cat([-coef, coef]), torch.cat([-icpt, icpt])
+    weight = coef / scale                                    # fold the standardization back
+    bias = icpt - (coef * (mean / scale)).sum(1)
+    return Probe(weight.float(), bias.float(), svm.classes_, svm, mean.float(), scale.float())
+
+
+def probe_cams(maps: torch.Tensor, probe: Probe, classes=None) -> torch.Tensor:
+    """``M_c = sum_k w_k^c f_k`` with the probe's weights, for feature maps ``(B, K, h, w)``.
+
+    ``classes`` are *row indices* of the probe (``0 .. C-1``, in the order of ``probe.classes``);
+    see :func:`camlib.cam.class_activation_maps` for the accepted forms. Lesson 05.
+    """
+    if not isinstance(probe, Probe):
+        raise ValueError(f"probe must be a Probe from fit_probe; got {type(probe).__name__}")
+    return class_activation_maps(maps, probe.weight.to(maps.device), classes)
+
+
+def attach_probe(model: CAMNet, probe: Probe) -> CAMNet:
+    """A frozen copy of ``model`` whose classifier is the probe (weights and bias), so that its
+    logits are the SVM's scores and its CAMs the probe's maps. Needs a GAP head (the probe was
+    trained on means). Output ``j`` is ``probe.classes[j]``. Lesson 05.
+    """
+    if not isinstance(model, CAMNet):
+        raise ValueError(f"model must be a camlib CAMNet; got {type(model).__name__}")
+    if probe.weight.shape[1] != model.num_features:
+        raise ValueError(f"the probe has {probe.weight.shape[1]} inputs but the model gives "
+                         f"{model.num_features} features")
+    net = copy.deepcopy(model)
+    if net.pool != "gap":
+        raise ValueError(f"attach_probe needs a GAP head; the model pools with {net.pool!r}")
+    net.dropout = nn.Identity()
+    lin = nn.Linear(net.num_features, probe.weight.shape[0])
+    with torch.no_grad():
+        lin.weight.copy_(probe.weight)
+        lin.bias.copy_(probe.bias)
+    net.classifier = lin.to(next(model.parameters()).device)
+    net.name = f"{model.name}+probe"
+    return freeze(net)
