@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 PROFILE ?=
 export PIP_DISABLE_PIP_VERSION_CHECK = 1
 
-.PHONY: help env test unit nbval course lab student check-student grade sync-colab test-browser bench clean
+.PHONY: help env test unit nbval course lab student check-student grade sync-colab lessons check-lessons test-browser bench clean
 
 help:
 	@echo "make course   run every lesson (default profile), write build/course/ (HTML + REPORT.md)"
@@ -17,6 +17,7 @@ help:
 	@echo "make check-student  run the student edition: only the exercises may fail"
 	@echo "make grade SUBMISSIONS='a/01_gap_vs_gmp.ipynb ...'  grade students' notebooks with the lessons' checks"
 	@echo "make sync-colab     rewrite every lesson's Colab badge and set-up cell from camlib.REPO_URL"
+	@echo "make lessons        write every lessons/NN_name.ipynb from its jupytext source lessons/NN_name.py"
 
 # The environment is made once, from the exact lock; remade when the lock or pyproject changes.
 $(STAMP): requirements-lock.txt pyproject.toml
@@ -39,22 +40,29 @@ nbval: $(STAMP)
 test: unit nbval
 
 course: $(STAMP)
-	$(PY) -m camlib.course build $(if $(PROFILE),--profile $(PROFILE))
+	$(PY) -m coursekit build $(if $(PROFILE),--profile $(PROFILE))
 
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab lessons
 
 student: $(STAMP)
-	$(PY) -m camlib.course student $(if $(FORCE),--force)
+	$(PY) -m coursekit student $(if $(FORCE),--force)
 
 check-student: $(STAMP)
-	CAMLIB_PROFILE=smoke CAMLIB_DEVICE=cpu $(PY) -m camlib.course check-student
+	CAMLIB_PROFILE=smoke CAMLIB_DEVICE=cpu $(PY) -m coursekit check-student
 
 grade: $(STAMP)
-	$(PY) -m camlib.course grade $(SUBMISSIONS)
+	$(PY) -m coursekit grade $(SUBMISSIONS)
 
 sync-colab: $(STAMP)
-	$(PY) -m camlib.course sync-colab
+	$(PY) -m coursekit sync-colab
+
+# Lessons are edited as jupytext percent scripts (lessons/NN_name.py); the notebooks are made from them.
+lessons: $(STAMP)
+	$(PY) -m coursekit lessons
+
+check-lessons: $(STAMP)
+	$(PY) -m coursekit lessons --check
 
 test-browser: $(STAMP)
 	$(PY) -m pytest -q -s -m browser tests/browser

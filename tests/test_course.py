@@ -1,9 +1,10 @@
-"""`python -m camlib.course build` on small fixture lessons: executed notebooks, HTML, REPORT.md.
+"""`python -m coursekit build` on small fixture lessons: executed notebooks, HTML, REPORT.md.
 
 The fixtures are trivial notebooks (a kernel start and a few prints each), never the real lessons.
 """
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from camlib import course
+from coursekit import course
 
 GOOD = [
     new_markdown_cell("# A fixture lesson"),
@@ -113,9 +114,21 @@ def test_bad_arguments_are_refused(built, tmp_path):
 
 
 def test_command_line_help_runs():
-    done = subprocess.run([sys.executable, "-m", "camlib", "--help"], capture_output=True, text=True, timeout=60)
+    root = Path(course.__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, "-m", "coursekit", "--help"], capture_output=True, text=True, timeout=60,
+                          cwd=root)
     assert done.returncode == 0
-    assert all(c in done.stdout for c in ("build", "student", "check-student", "sync-colab"))
+    assert all(c in done.stdout for c in ("build", "student", "check-student", "sync-colab", "lessons"))
+
+
+def test_students_package_does_not_ship_course_tooling():
+    import camlib
+
+    pkg = Path(camlib.__file__).resolve().parent
+    assert not (pkg / "course.py").exists() and not (pkg / "__main__.py").exists()
+    for path in pkg.rglob("*.py"):
+        imports = re.findall(r"^\s*(?:import|from)\s+(\w+)", path.read_text(encoding="utf-8"), re.M)
+        assert not {"nbformat", "nbclient", "jupytext", "coursekit"} & set(imports), path
 
 
 def test_a_cell_over_the_time_limit_fails_its_lesson(tmp_path):

@@ -11,7 +11,7 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
-from camlib import course
+from coursekit import course
 
 SOLUTION_LINES = ["pooled = features.mean(dim=(2, 3))", "return pooled", "answer = sum(range(10))",
                   "Because every location adds to the average.", "assert gap(torch.ones(1, 2, 3, 3)).shape == (1, 2)"]

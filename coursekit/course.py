@@ -1,6 +1,6 @@
 """The course as a whole: run the lessons into HTML and REPORT.md, make the student edition.
 
-``python -m camlib.course <command>``; the Makefile calls these (see ``lessons/README.md``):
+``python -m coursekit <command>``; the Makefile calls these (see ``lessons/README.md``):
 
 * ``build``         execute every lesson (nbclient), write ``<out>/NN_name.ipynb``, ``.html`` and
                     ``REPORT.md`` (every claim the lessons checked, run times, the machine);
@@ -154,7 +154,7 @@ def execute_lesson(path: Path, out: Path, *, profile: str | None = None, timeout
     from nbclient.exceptions import CellTimeoutError
     from nbconvert import HTMLExporter
 
-    from .config import default_profile_name
+    from camlib.config import default_profile_name
 
     path, out = Path(path), Path(out)
     nb = nbformat.read(path, as_version=4)
@@ -211,7 +211,7 @@ def write_report(out: Path, runs: dict[str, dict[str, Any]], claims: list[dict[s
     """Write ``out/REPORT.md``: the lessons (status, time, claims) and one row per claim."""
     out = Path(out)
     lines = ["# Course build report", "",
-             f"Written {dt.datetime.now().isoformat(timespec='seconds')} by `python -m camlib.course build`.", ""]
+             f"Written {dt.datetime.now().isoformat(timespec='seconds')} by `python -m coursekit build`.", ""]
     machines: dict[str, list[str]] = {}
     for num, run in sorted(runs.items()):
         machines.setdefault(run.get("machine", "?"), []).append(num)
@@ -322,7 +322,7 @@ def _check_md_markers(source: str, where: str) -> None:
 
 def student_notebook(nb: Any, where: str = "notebook") -> Any:
     """A student copy of ``nb``: solutions stubbed, hidden tests and outputs gone, answers blanked."""
-    from .colab import BADGE_TAG
+    from .colab_cells import BADGE_TAG
 
     nb = copy.deepcopy(nb)
     cells, hidden = [], False
@@ -443,7 +443,7 @@ def make_student(lessons_dir: Path = LESSONS_DIR, out: Path = REPO_ROOT / "build
 
 
 def _calls_a_check(source: str) -> bool:
-    from .exercises import CHECKS
+    from camlib.exercises import CHECKS
 
     return re.search(r"\b(?:" + "|".join(CHECKS) + r")\s*\(", source) is not None
 
@@ -564,23 +564,27 @@ def check_student(lessons_dir: Path = LESSONS_DIR, *, profile: str | None = "smo
 
 # ----------------------------------------------------------------------------------------- colab
 def sync_colab(lessons_dir: Path = LESSONS_DIR, *, check: bool = False, only: Iterable[str] | None = None) -> list[Path]:
-    """Bring each lesson's Colab cells up to date; return the lessons that were (``check``: are) stale."""
-    from .colab import apply_colab_cells
+    """Bring each lesson source's Colab cells up to date (and its notebook with it); return the
+    sources that were (``check``: are) stale."""
+    from .colab_cells import apply_colab_cells
+    from .sources import find_sources, notebook_from_text, text_from_notebook, write_notebooks
 
     stale = []
-    for path in find_lessons(lessons_dir, only):
-        nb = nbformat.read(path, as_version=4)
-        if apply_colab_cells(nb, path.name):
-            stale.append(path)
+    for src in find_sources(lessons_dir, only):
+        nb = notebook_from_text(src.read_text(encoding="utf-8"), None)
+        if apply_colab_cells(nb, src.with_suffix(".ipynb").name):
+            stale.append(src)
             if not check:
-                _write_atomic(path, _notebook_text(nb))
+                _write_atomic(src, text_from_notebook(nb))
+    if not check and stale:
+        write_notebooks(lessons_dir, only=[p.name[:2] for p in stale])
     return stale
 
 
 # ------------------------------------------------------------------------------------------- CLI
 def main(argv: list[str] | None = None) -> int:
-    """``python -m camlib.course {build,student,check-student,grade,sync-colab}``; returns the exit code."""
-    parser = argparse.ArgumentParser(prog="python -m camlib.course", description=__doc__.split("\n")[0])
+    """``python -m coursekit {build,student,check-student,grade,sync-colab}``; returns the exit code."""
+    parser = argparse.ArgumentParser(prog="python -m coursekit", description=__doc__.split("\n")[0])
     parser.add_argument("--lessons-dir", type=Path, default=LESSONS_DIR, help="folder of NN_name.ipynb lessons")
     sub = parser.add_subparsers(dest="command", required=True)
     b = sub.add_parser("build", help="execute the lessons, write HTML and REPORT.md")
@@ -604,6 +608,10 @@ def main(argv: list[str] | None = None) -> int:
     y = sub.add_parser("sync-colab", help="write or refresh each lesson's Colab badge and set-up cells")
     y.add_argument("--check", action="store_true", help="only report; exit 1 if any lesson is out of date")
     y.add_argument("--lessons", nargs="+", metavar="NN")
+    n = sub.add_parser("lessons", help="write each lessons/NN_name.ipynb from its jupytext source NN_name.py")
+    n.add_argument("--check", action="store_true", help="only report; exit 1 if any notebook is out of date")
+    n.add_argument("--from-notebooks", action="store_true", help="the other way: rewrite the .py from the .ipynb")
+    n.add_argument("--lessons", nargs="+", metavar="NN")
     args = parser.parse_args(argv)
     try:
         if args.command == "build":
@@ -630,6 +638,18 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"  cell {row['cell']:3d} {'pass' if row['passed'] else 'FAIL'}  {row['code'][:50]}"
                           + (f"  -- {row['message']}" if row["message"] else ""))
             return 0
+        if args.command == "lessons":
+            from .sources import write_notebooks, write_sources
+            if args.from_notebooks:
+                for p in write_sources(args.lessons_dir, only=args.lessons):
+                    print(f"wrote {p}")
+                return 0
+            stale = write_notebooks(args.lessons_dir, only=args.lessons, check=args.check)
+            for p in stale:
+                print(f"{p.name}: {'out of date with its .py source' if args.check else 'written from its .py source'}")
+            if not stale:
+                print("every lesson notebook matches its .py source")
+            return 1 if (args.check and stale) else 0
         stale = sync_colab(args.lessons_dir, check=args.check, only=args.lessons)
         verb = "out of date" if args.check else "updated"
         for p in stale:

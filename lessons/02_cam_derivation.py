@@ -1,0 +1,262 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown] tags=["colab-badge"]
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/cam-course/cam-course/blob/main/lessons/02_cam_derivation.ipynb)
+#
+# On Colab, pick a GPU runtime (*Runtime → Change runtime type*) and run the set-up cell below first. Elsewhere that cell does nothing.
+
+# %% tags=["colab-setup"] cellView="form"
+#@title Colab set-up (does nothing outside Colab)
+# Written by `python -m coursekit sync-colab`; edit coursekit/colab_cells.py, not this cell.
+# Tick USE_DRIVE to keep datasets and checkpoints on Google Drive, so a disconnect loses no training.
+USE_DRIVE = False  #@param {type:"boolean"}
+
+import sys
+if "google.colab" in sys.modules:
+    import importlib.util, os, subprocess
+    if importlib.util.find_spec("camlib") is None:
+        # Pin the torch Colab already has: pip must never replace it (see coursekit/colab_cells.py).
+        from importlib.metadata import version
+        with open("/tmp/keep-colab-torch.txt", "w") as fh:
+            fh.write("".join(f"{p}=={version(p)}\n" for p in ("torch", "torchvision")))
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-c", "/tmp/keep-colab-torch.txt",
+                        "camlib @ git+https://github.com/cam-course/cam-course"], check=True)
+    from google.colab import output
+    output.enable_custom_widget_manager()
+    if USE_DRIVE:
+        from google.colab import drive
+        drive.mount("/content/drive")
+        os.environ["CAMLIB_DATA"] = "/content/drive/MyDrive/cam-course-data"
+        os.makedirs(os.environ["CAMLIB_DATA"], exist_ok=True)
+
+# %% [markdown]
+# # Lesson 02 — The class activation map, derived
+#
+# Section 2 of the paper in four lines. Let $f_k(x, y)$ be unit $k$ of the last convolutional
+# layer at location $(x, y)$ of an $h \times w$ grid. Global average pooling gives
+# $F_k = \frac{1}{hw}\sum_{x,y} f_k(x,y)$ and the linear layer gives the class score
+# $$S_c = \sum_k w_k^c F_k + b_c
+#       = \sum_k w_k^c \frac{1}{hw}\sum_{x,y} f_k(x,y) + b_c
+#       = \frac{1}{hw}\sum_{x,y} \underbrace{\sum_k w_k^c f_k(x,y)}_{M_c(x,y)} + b_c .$$
+# Swapping the two sums is the whole trick: the score is the **average of a map**
+# $M_c(x,y) = \sum_k w_k^c f_k(x,y)$ plus the bias, and $M_c(x,y)$ says how much location
+# $(x,y)$ contributes to class $c$. (The paper writes GAP as a sum and drops the bias; a sum only
+# rescales the map, and the bias is a constant that says nothing about *where*.)
+#
+# This lesson turns the equations into code three ways — by hand with a hook, with `camlib`, and
+# with Grad-CAM — and checks that they agree.
+
+# %%
+import matplotlib.pyplot as plt
+import torch
+from skimage import data as skdata
+from sklearn.datasets import load_sample_image
+
+from camlib import cam, config, models, report, train, viz
+from camlib.data import make_synthetic
+
+cfg = config.get_profile()
+S = cfg.lesson("02")
+print(cfg.describe())
+print(S)
+
+# %% [markdown]
+# ## A GAP network to look inside
+# The small GAP network of lesson 01, trained on the synthetic objects (checkpointed, so a re-run
+# loads it).
+
+# %%
+train_set = make_synthetic(S["n_train"], seed=cfg.seed)
+val_set = make_synthetic(S["n_val"], seed=cfg.seed + 1000)
+torch.manual_seed(cfg.seed)
+net = models.small_cnn(train_set.num_classes, "gap")
+hist = train.fit(net, train_set, val_set, steps=S["steps"], batch_size=S["batch_size"], seed=cfg.seed,
+                 device=cfg.device, checkpoint=config.checkpoint_path("lesson02-gap", seed=cfg.seed, **S), resume=True)
+net.eval()
+print(f"validation accuracy {hist.last('val_acc'):.3f}")
+
+
+# %% [markdown]
+# ## 1. By hand: a hook and an einsum
+# Most networks do not return their feature maps. A *forward hook* keeps the output of a layer as
+# the network runs; here we hook the last conv block and pretend we only had the logits. The hook
+# is a context manager, so it removes itself.
+
+# %%
+class Keep:
+    """Keep the output of ``module`` while inside the ``with`` block."""
+    def __init__(self, module):
+        self.module = module
+    def __enter__(self):
+        self.handle = self.module.register_forward_hook(lambda mod, inp, out: setattr(self, "value", out.detach()))
+        return self
+    def __exit__(self, *exc):
+        self.handle.remove()
+
+batch = val_set.batch(range(8), device=cfg.device)
+with Keep(net.backbone[-1]) as kept, torch.no_grad():
+    logits = net(batch["image"]).logits
+acts = kept.value                                   # (B, K, h, w)
+W, b = net.classifier.weight, net.classifier.bias   # (C, K), (C,)
+maps_by_hand = torch.einsum("ck,bkhw->bchw", W, acts)   # every class's map at once
+print("activations", tuple(acts.shape), "-> maps", tuple(maps_by_hand.shape))
+
+# %% [markdown]
+# **Check the derivation numerically**: for every image and every class, the mean of the map plus
+# the bias is the logit.
+
+# %%
+recon = maps_by_hand.mean(dim=(-2, -1)) + b
+err_identity = float((recon - logits).abs().max())
+print(f"max |mean(M_c) + b_c - S_c| over {recon.numel()} scores: {err_identity:.2e}")
+
+# %% [markdown]
+# ### Exercise 1 — the map as a weighted sum
+# Write the CAM of one class per image: given features `(B, K, h, w)`, the classifier weight
+# `(C, K)` and one class index per image `(B,)`, return the maps `(B, h, w)` with
+# $M(x,y) = \sum_k w_k^{c_b} f_{b,k}(x,y)$. (No bias, no ReLU.)
+
+# %%
+from camlib.exercises import check_cam, check_minmax
+
+def cam_map(features, weight, classes):
+    ### BEGIN SOLUTION
+    return torch.einsum("bkhw,bk->bhw", features, weight[classes])
+    ### END SOLUTION
+
+
+# %%
+check_cam(cam_map)
+
+# %% [markdown]
+# ## 2. The library version
+# `camlib` models return the feature maps with the logits, so no hook is needed;
+# `cam.class_activation_maps` computes the maps of any classes (here each image's true class) in
+# one einsum, and `cam.upsample` brings them to the input size.
+
+# %%
+with torch.no_grad():
+    out = net(batch["image"])
+    maps_lib = cam.class_activation_maps(out.features, W, batch["label"])[:, 0]        # (B, h, w)
+pick = maps_by_hand[torch.arange(8), batch["label"]]
+err_lib = float((maps_lib - pick).abs().max())
+print(f"library vs by hand: max difference {err_lib:.2e}")
+viz.grid(val_set.images[:8], cam.upsample(maps_lib, val_set.image_size).cpu(),
+         titles=[val_set.class_names[int(c)].split(",")[0] for c in batch["label"]], ncols=8, size=1.9,
+         suptitle="CAM of the true class")
+plt.show()
+
+# %% [markdown]
+# ## 3. Grad-CAM
+# Grad-CAM (Selvaraju et al. 2017) weights each feature map by the *average gradient* of the class
+# score with respect to it: $\alpha_k^c = \frac{1}{hw}\sum_{x,y} \partial S_c / \partial f_k(x,y)$, and
+# the map is $\mathrm{ReLU}(\sum_k \alpha_k^c f_k)$. On a GAP network
+# $\partial S_c / \partial f_k(x,y) = w_k^c / hw$ at every location, so $\alpha_k^c = w_k^c / hw$ and
+# Grad-CAM is CAM times the positive constant $1/hw$ (then a ReLU). Check it:
+
+# %%
+gc = cam.grad_cam(net, batch["image"], batch["label"], relu=False)
+h, w = maps_lib.shape[-2:]
+err_gradcam = float((gc * h * w - maps_lib).abs().max() / maps_lib.abs().max())
+ratio = (gc / maps_lib)[maps_lib.abs() > 1e-3]
+print(f"Grad-CAM / CAM: min {ratio.min():.6f}, max {ratio.max():.6f}  (1/hw = {1 / (h * w):.6f})")
+print(f"relative max difference after rescaling: {err_gradcam:.2e}")
+
+# %% [markdown]
+# ### Checks
+
+# %%
+report.claim("the class score is the mean of the CAM plus the bias (every image, every class)",
+             err_identity < 1e-4, ours=f"max |difference| {err_identity:.1e}", paper="S_c = sum_xy M_c(x,y) (sec. 2)",
+             dataset=f"synthetic-8 ({len(batch['label'])} images)", lesson="02")
+report.claim("hook-and-einsum CAM equals camlib's CAM", err_lib < 1e-5, ours=f"max |difference| {err_lib:.1e}",
+             dataset="synthetic-8", lesson="02")
+report.claim("Grad-CAM equals CAM times 1/hw on a GAP network", err_gradcam < 1e-4 and bool((ratio > 0).all()),
+             ours=f"relative difference {err_gradcam:.1e}", paper="equal up to a positive factor",
+             dataset="synthetic-8", lesson="02")
+
+# %% [markdown]
+# ## Maps for the top-k classes of real photos
+# Any class has a map, not only the predicted one. EfficientNet-Lite0 (pretrained on ImageNet,
+# lesson 00) on a few photos that ship with scikit-image and scikit-learn: the top three classes
+# of each, with their maps.
+
+# %%
+effnet = models.efficientnet_lite0().eval().to(cfg.device)
+names = models.imagenet_categories()
+photos = {"chelsea": skdata.chelsea(), "coffee": skdata.coffee(), "rocket": skdata.rocket(),
+          "astronaut": skdata.astronaut(), "china": load_sample_image("china.jpg")}
+x = models.preprocess_imagenet(list(photos.values())).to(cfg.device)
+with torch.no_grad():
+    logits, maps, top = cam.cams(effnet, x, topk=3)
+probs = logits.softmax(1)
+fig, axes = plt.subplots(len(photos), 4, figsize=(11, 2.6 * len(photos)))
+for i, (name, img) in enumerate(photos.items()):
+    viz.show_map(img, None, ax=axes[i, 0], title=name)
+    for j in range(3):
+        c = int(top[i, j])
+        viz.show_map(img, maps[i, j], ax=axes[i, j + 1], title=f"{names[c]} ({float(probs[i, c]):.2f})")
+plt.tight_layout(); plt.show()
+
+
+# %% [markdown]
+# ### Exercise 2 — min-max normalization
+# To show maps side by side (and for lesson 03's MaxBoxAcc) each map is scaled to [0, 1]:
+# $(M - \min M) / (\max M - \min M)$, per map. A constant map has no extent: return zeros for it.
+# Input and output `(B, h, w)`.
+
+# %%
+def minmax(maps):
+    ### BEGIN SOLUTION
+    lo = maps.amin(dim=(-2, -1), keepdim=True)
+    hi = maps.amax(dim=(-2, -1), keepdim=True)
+    span = hi - lo
+    return torch.where(span > 0, (maps - lo) / span.clamp_min(1e-12), torch.zeros_like(maps))
+    ### END SOLUTION
+
+
+# %%
+check_minmax(minmax)
+
+# %% [markdown]
+# The maps of different classes on the same photo point at different places — that is what makes
+# a CAM an explanation of *this* decision rather than a saliency of the image.
+# (Maps are min-max scaled for display only; lesson 03 is careful about normalization.)
+
+# %% [markdown]
+# ## Explore
+# Pick a photo, one of its top-10 classes, and the overlay strength.
+
+# %% tags=["explorer"]
+explorer = viz.cam_explorer(photos, effnet, names, device=cfg.device)
+
+# %% [markdown]
+# ## Summary
+# - $M_c(x,y)=\sum_k w_k^c f_k(x,y)$; with GAP, $S_c = \mathrm{mean}_{x,y} M_c + b_c$ (checked to 1e-4).
+# - A hook and one einsum compute it for any network with a GAP head; `camlib` models return the
+#   features with the logits, so no second pass is needed.
+# - On a GAP network Grad-CAM is CAM up to the positive factor $1/hw$ (and a ReLU).
+#
+# ## More exercises
+# 1. Write the CAM for one class per image as a loop over units $k$ and check it against the einsum.
+# 2. Add the bias $b_c$ to the map. What changes in the upsampled map, and what in the box a
+#    20%-of-max rule would draw?
+# 3. Apply the ReLU that Grad-CAM uses to the CAM. When does it change the 20%-of-max box?
+#
+# ## Questions
+# - Why does the identity $S_c = \mathrm{mean}(M_c) + b_c$ fail for a GMP network? What takes its place?
+# - For a network with two fully connected layers after pooling, is there still a map whose mean is
+#   the score? What does Grad-CAM compute then?

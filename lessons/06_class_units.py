@@ -1,0 +1,382 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown] tags=["colab-badge"]
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/cam-course/cam-course/blob/main/lessons/06_class_units.ipynb)
+#
+# On Colab, pick a GPU runtime (*Runtime → Change runtime type*) and run the set-up cell below first. Elsewhere that cell does nothing.
+
+# %% tags=["colab-setup"] cellView="form"
+#@title Colab set-up (does nothing outside Colab)
+# Written by `python -m coursekit sync-colab`; edit coursekit/colab_cells.py, not this cell.
+# Tick USE_DRIVE to keep datasets and checkpoints on Google Drive, so a disconnect loses no training.
+USE_DRIVE = False  #@param {type:"boolean"}
+
+import sys
+if "google.colab" in sys.modules:
+    import importlib.util, os, subprocess
+    if importlib.util.find_spec("camlib") is None:
+        # Pin the torch Colab already has: pip must never replace it (see coursekit/colab_cells.py).
+        from importlib.metadata import version
+        with open("/tmp/keep-colab-torch.txt", "w") as fh:
+            fh.write("".join(f"{p}=={version(p)}\n" for p in ("torch", "torchvision")))
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-c", "/tmp/keep-colab-torch.txt",
+                        "camlib @ git+https://github.com/cam-course/cam-course"], check=True)
+    from google.colab import output
+    output.enable_custom_widget_manager()
+    if USE_DRIVE:
+        from google.colab import drive
+        drive.mount("/content/drive")
+        os.environ["CAMLIB_DATA"] = "/content/drive/MyDrive/cam-course-data"
+        os.makedirs(os.environ["CAMLIB_DATA"], exist_ok=True)
+
+# %% [markdown]
+# # Lesson 06 — Class-specific units
+#
+# Section 5 of the paper turns the CAM equation around. With a GAP head the class score is
+# $S_c = \sum_k w_k^c F_k$, a weighted sum of the last layer's units; so the weights $w_k^c$ **rank
+# the units by how much class $c$ relies on them**. Looking at where each top-ranked unit fires
+# hardest across a dataset shows *what* the class relies on — the paper finds, for example, that
+# the top units of a scene category detect the objects that make the scene. Here we rank units,
+# look at their most activating image regions, and measure — on synthetic data where every
+# object's discriminative part is known — whether a class's top units really fire on that part,
+# against units picked at random. Then we do the same with a network pretrained on ImageNet and
+# real photos.
+
+# %%
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+from camlib import config, features, models, report, train, units, viz
+from camlib.data import make_synthetic
+
+cfg = config.get_profile()
+S = cfg.lesson("06")
+print(cfg.describe())
+print(S)
+
+# %% [markdown]
+# ## A network to look inside
+#
+# Lesson 01's data and network: one object per image, a striped body with a coloured head; the
+# head's colour names the class, the stripe direction narrows it to a pair. A small CNN with a GAP
+# head is trained on image-level labels only. Every image comes with the mask of its object and
+# of its **discriminative part** (the head), which the network never sees.
+
+# %%
+train_set = make_synthetic(S["n_train"], seed=cfg.seed + 60)
+test_set = make_synthetic(S["n_test"], seed=cfg.seed + 61)
+torch.manual_seed(cfg.seed)
+net = models.small_cnn(train_set.num_classes)
+train.fit(net, train_set, steps=S["steps"], batch_size=S["batch_size"], lr=2e-3, seed=cfg.seed, device=cfg.device,
+          checkpoint=config.checkpoint_path("lesson06-gap", seed=cfg.seed, **S), resume=True)
+features.freeze(net)
+acc = train.evaluate(net, test_set)["acc"]
+print(f"test accuracy {acc:.3f} on {len(test_set)} images, {train_set.num_classes} classes")
+
+# %% [markdown]
+# ## Ranking the units of a class
+#
+# The classifier's weight matrix $W$ is $C \times K$: one row per class, one column per unit of the
+# last conv layer ($K = 64$ here). Sorting row $c$ ranks the units for class $c$ — a few units
+# carry large positive weights, most are near zero, some are negative (evidence *against* $c$).
+
+# %%
+W = net.classifier.weight.detach().cpu()
+K = W.shape[1]
+ranked = units.rank_units(W)                     # (C, K): each class's units, best first
+c = 0
+fig, ax = plt.subplots(figsize=(9, 2.6))
+ax.bar(np.arange(K), W[c, ranked[c]].numpy(), color=["tab:red"] * S["top_k"] + ["tab:gray"] * (K - S["top_k"]))
+ax.set_xlabel(f"units, ranked by their weight for class {c} ({test_set.class_names[c]})")
+ax.set_ylabel("$w_k^c$"); ax.axhline(0, color="k", lw=0.5)
+plt.show()
+print("top units per class:")
+for cls in range(W.shape[0]):
+    print(f"  {test_set.class_names[cls]:>28s}: {ranked[cls, :S['top_k']].tolist()}")
+
+# %% [markdown]
+# ## What a top unit sees
+#
+# For each of class $c$'s top units, `units.top_activations` runs once over the test set and keeps
+# the images where the unit's maximum is highest, and where that maximum is. The patch shown
+# around it is the unit's **receptive field** — the part of the image that can influence that
+# location (`units.receptive_field` computes it for a plain conv stack: 21 px here).
+
+# %%
+rf, stride = units.receptive_field(net.backbone)
+print(f"receptive field {rf} px, stride {stride} px")
+n_show = S["n_show"]
+
+
+def show_top_units(model, data, cls, unit_ids, n, patch, title, images=None):
+    top = units.top_activations(model, data, unit_ids, n=n, device=cfg.device)
+    H, W_ = data.image_size
+    boxes = units.peak_boxes(top["cells"], top["map_size"].tolist(), (H, W_), patch)
+    imgs = data.images if images is None else images
+    fig, axes = plt.subplots(len(unit_ids), n, figsize=(1.6 * n, 1.7 * len(unit_ids)), squeeze=False)
+    for r, u in enumerate(unit_ids):
+        for j in range(n):
+            viz.show_map(imgs[int(top["images"][r, j])], ax=axes[r, j], boxes=[boxes[r, j]], box_colors=("yellow",))
+        axes[r, 0].set_title(f"unit {int(u)}", loc="left", fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    plt.tight_layout()
+    plt.show()
+    return top
+
+
+for cls in S["show_classes"]:
+    show_top_units(net, test_set, cls, ranked[cls, :S["top_k"]].tolist(), n_show, rf,
+                   f"class {cls} ({test_set.class_names[cls]}): its top {S['top_k']} units, most activating test images")
+
+# %% [markdown]
+# Each row is one unit. The yellow boxes sit on heads of one colour, or on one stripe direction:
+# the units are colour and texture detectors, and a class's top units are the detectors of *its*
+# colour and *its* stripes.
+#
+# ## Measuring it: do a class's top units fire on its part?
+#
+# For every test image of class $c$ and every unit, take the unit's map, upsample it to the image
+# and find its maximum. A *hit* is a maximum that lands on the class's discriminative part (the
+# head), within a tolerance of `S["tolerance"]` pixels (the map is coarse: one cell is 4 px). We
+# compare the hit rate of class $c$'s top units with that of **units chosen at random**: many random
+# draws of the same number of units, giving a distribution of hit rates.
+
+# %%
+feats = features.extract(net, test_set, maps=True, device=cfg.device)
+part_hits = units.peak_on_mask(feats["maps"], test_set.part_masks, tolerance=S["tolerance"]).float()   # (N, K)
+object_hits = units.peak_on_mask(feats["maps"], test_set.masks, tolerance=S["tolerance"]).float()
+labels = test_set.labels
+C = W.shape[0]
+
+
+def hit_rate(hits, unit_sets):
+    """Mean hit rate over classes of the unit set each class gets (unit_sets: (C, k))."""
+    return float(torch.stack([hits[labels == cls][:, unit_sets[cls]].mean() for cls in range(C)]).mean())
+
+
+top_sets = ranked[:, :S["top_k"]]
+top_part, top_object = hit_rate(part_hits, top_sets), hit_rate(object_hits, top_sets)
+g = torch.Generator().manual_seed(cfg.seed)
+random_part, random_object = [], []
+for _ in range(S["n_random"]):
+    sets = torch.stack([torch.randperm(K, generator=g)[:S["top_k"]] for _ in range(C)])
+    random_part.append(hit_rate(part_hits, sets))
+    random_object.append(hit_rate(object_hits, sets))
+random_part, random_object = np.array(random_part), np.array(random_object)
+part_share = float(test_set.part_masks.float().mean())
+print(f"the part covers {part_share:.1%} of an image")
+print(f"peak on the part:   top-{S['top_k']} units {top_part:.3f}; random units {random_part.mean():.3f} "
+      f"(99th percentile {np.percentile(random_part, 99):.3f})")
+print(f"peak on the object: top-{S['top_k']} units {top_object:.3f}; random units {random_object.mean():.3f}")
+
+fig, axes = plt.subplots(1, 2, figsize=(9, 2.8))
+for ax, rnd, top, what in ((axes[0], random_part, top_part, "the discriminative part"),
+                           (axes[1], random_object, top_object, "the object")):
+    ax.hist(rnd, bins=30, color="tab:gray", label=f"{S['top_k']} random units per class")
+    ax.axvline(top, color="tab:red", lw=2, label=f"top {S['top_k']} units by $w_k^c$")
+    ax.set_xlabel(f"fraction of peaks on {what}"); ax.legend(fontsize=7)
+plt.tight_layout(); plt.show()
+
+# %% [markdown]
+# Which units fire on the part at all? Below, each unit's part-hit rate on the images of class
+# $c$ against its weight $w_k^c$: the units with the largest weights are those that fire on the
+# head.
+
+# %%
+fig, ax = plt.subplots(figsize=(4.5, 3.2))
+rate_c = part_hits[labels == c].mean(0)
+ax.scatter(W[c].numpy(), rate_c.numpy(), s=12)
+ax.scatter(W[c, ranked[c, :S["top_k"]]].numpy(), rate_c[ranked[c, :S["top_k"]]].numpy(), s=30, color="tab:red",
+           label="top units")
+ax.set_xlabel(f"$w_k^c$ (class {c})"); ax.set_ylabel("peaks on the head"); ax.legend(fontsize=8)
+plt.show()
+
+# %% [markdown]
+# ### Checks
+
+# %%
+data_name = f"synthetic-8 ({S['n_test']} test images, {S['steps']} steps)"
+p99 = float(np.percentile(random_part, 99))
+report.claim(f"a class's top-{S['top_k']} units peak on its discriminative part more often than 99% of "
+             f"{S['n_random']} random draws of {S['top_k']} units, and by a clear margin over their mean",
+             top_part > p99 and top_part >= random_part.mean() + S["min_margin"],
+             ours=f"top {top_part:.3f} vs random mean {random_part.mean():.3f} (99th pct {p99:.3f})",
+             paper="qualitative (section 5)", dataset=data_name, lesson="06")
+report.claim("the top units peak on the object far more often than random units",
+             top_object >= random_object.mean() + S["min_margin"],
+             ours=f"top {top_object:.3f} vs random {random_object.mean():.3f}", dataset=data_name, lesson="06")
+
+# %% [markdown]
+# ## An ImageNet network on real photos
+#
+# EfficientNet-Lite0 (pretrained on ImageNet, offline) ends in 1280 units, GAP and a 1000-way
+# linear layer: its weights rank the units of every ImageNet class. We take the classes of the
+# hand-annotated photos that ship with scikit-image and scikit-learn (lesson 03: a cat, an espresso,
+# a rocket, ...) and ask, for each photo's class: **on which photo do its top units fire hardest?**
+# If the units are class-specific, mostly on the photo of that class; a unit picked at random
+# fires hardest on any of the photos.
+
+# %%
+from camlib.data.photos import RealPhotos
+
+photos = RealPhotos(size=S["image_size"])
+x = torch.stack([photos[i]["image"] for i in range(len(photos))]).to(cfg.device)
+photo_labels = torch.tensor(photos.labels)
+imnet = features.freeze(models.efficientnet_lite0().to(cfg.device))
+names = models.imagenet_categories()
+with torch.no_grad():
+    fmaps = imnet(x).features.float().cpu()
+Wi = imnet.classifier.weight.detach().cpu()
+best_photo = units.unit_peaks(fmaps)["values"].argmax(0)          # (1280,) the photo each unit fires on
+rows, hits = [], []
+for i, cls in enumerate(photo_labels.tolist()):
+    top_u = units.rank_units(Wi, cls, k=S["top_k_imagenet"])
+    hits.append((best_photo[top_u] == i).float())
+    rows.append((photos.names[i], names[cls], top_u.tolist(), [photos.names[j] for j in best_photo[top_u]]))
+for name, cname, us, where in rows:
+    print(f"{name:>10s} ({cname}): top units {us} fire hardest on {where}")
+hit_imagenet = float(torch.cat(hits).mean())
+chance_imagenet = float(np.mean([(best_photo == i).float().mean() for i in range(len(photos))]))
+print(f"top units fire hardest on their class's photo: {hit_imagenet:.2f}; a random unit: {chance_imagenet:.2f}")
+
+# %% [markdown]
+# And what they see: for three classes, each top unit's map on the photo where it fires hardest
+# (the unit's map overlaid, and the 7×7 map's peak cell boxed).
+
+# %%
+raw = [photos.load(i)[0] for i in range(len(photos))]
+for i in S["imagenet_show"]:
+    cls = int(photo_labels[i])
+    top_u = units.rank_units(Wi, cls, k=4)
+    fig, axes = plt.subplots(1, 4, figsize=(11, 2.6))
+    for ax, u in zip(axes, top_u.tolist()):
+        j = int(best_photo[u])
+        viz.show_map(raw[j], fmaps[j, u], ax=ax, alpha=0.55, title=f"unit {u} on '{photos.names[j]}'")
+    fig.suptitle(f"top units of '{names[cls]}' (w = {', '.join(f'{Wi[cls, u]:.2f}' for u in top_u)})", fontsize=10)
+    plt.tight_layout(); plt.show()
+
+# %%
+report.claim(f"EfficientNet-Lite0: the top-{S['top_k_imagenet']} units of each photo's ImageNet class fire hardest "
+             "on that photo at least twice as often as units at random",
+             hit_imagenet >= 2 * chance_imagenet,
+             ours=f"{hit_imagenet:.2f} vs {chance_imagenet:.2f} ({len(photos)} photos)",
+             dataset="scikit-image/scikit-learn photos", lesson="06")
+
+
+# %% [markdown]
+# ## On a GPU: a torchvision ResNet-50 and ImageNet validation images
+#
+# With the `gpu` profile, torchvision's pretrained ResNet-50 (also GAP + one linear layer, so the
+# same ranking applies) replaces EfficientNet-Lite0, and when the ILSVRC 2012 validation set is
+# present (lesson 03 says where to put it) the top units of a few classes are shown on their most
+# activating validation images. Elsewhere this cell says what it would need and does nothing.
+
+# %%
+def gpu_units():
+    if cfg.name != "gpu":
+        print(f"skipped: the gpu path runs with CAMLIB_PROFILE=gpu (this run: {cfg.name})")
+        return
+    import torch.nn as nn
+    from torchvision.models import resnet50
+    try:
+        base = resnet50(weights="DEFAULT")
+    except Exception as e:  # no network: the weights cannot be downloaded
+        print(f"skipped: torchvision's ResNet-50 weights could not be loaded ({type(e).__name__}: {e})")
+        return
+    rnet = models.CAMNet(nn.Sequential(*list(base.children())[:-2]), 2048, 1000, "gap", name="resnet50")
+    rnet.classifier = base.fc
+    rnet = features.freeze(rnet.to(cfg.device))
+    try:
+        from camlib.data.ilsvrc import ILSVRCVal
+        val = ILSVRCVal()
+    except Exception as e:
+        print(f"ILSVRC val not found ({e}); showing the photos only")
+        val = photos
+    idx = torch.randperm(len(val), generator=torch.Generator().manual_seed(0))[:S["gpu_val_images"]]
+    sub = torch.utils.data.Subset(val, idx.tolist())
+    for i in S["imagenet_show"]:
+        cls = int(photo_labels[i])
+        top_u = units.rank_units(rnet.classifier.weight, cls, k=4)
+        top = units.top_activations(rnet, sub, top_u, n=min(6, len(sub)), batch_size=64)
+        fig, axes = plt.subplots(len(top_u), top["images"].shape[1], figsize=(12, 8), squeeze=False)
+        for r in range(len(top_u)):
+            for j in range(top["images"].shape[1]):
+                img = sub[int(top["images"][r, j])]["image"]
+                viz.show_map(img * torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
+                             + torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1), ax=axes[r, j])
+        fig.suptitle(f"ResNet-50: top units of '{names[cls]}' on {len(sub)} images")
+        plt.tight_layout(); plt.show()
+
+
+gpu_units()
+
+# %% [markdown]
+# ### Exercise 1 — ranking units
+# The paper ranks the units of the last conv layer by their weight for a class. Given the classifier
+# weight `(C, K)`, a class `c` and `k`, return the indices of the `k` units with the largest
+# $w_k^c$, largest first.
+
+# %%
+from camlib.exercises import check_rank_units
+
+def rank_units(weight, c, k):
+    ### BEGIN SOLUTION
+    return torch.argsort(weight[c], descending=True)[:k]
+    ### END SOLUTION
+
+
+# %%
+check_rank_units(rank_units)
+
+# %% [markdown]
+# **Exercise 2.** Ranking by the absolute value $|w_k^c|$ would also pick strongly *negative*
+# units. What do those units detect, and why are they not "the parts a class relies on"?
+#
+# <!-- BEGIN SOLUTION -->
+# A large negative weight means the unit's activation *lowers* the class score: it detects evidence
+# for other classes (another head colour, another stripe direction). Its peaks sit on other classes'
+# parts, and in an image of class $c$ it is mostly silent. The class relies on the positive units;
+# the negative ones explain what rules the class out.
+# <!-- END SOLUTION -->
+
+# %% [markdown]
+# ## Summary
+# - With a GAP head, class $c$'s score is $\sum_k w_k^c F_k$: the weights rank the last layer's
+#   units by their importance to the class (paper section 5).
+# - A unit's most activating image regions, across a dataset, show what it detects; a class's top
+#   units detect the parts the class depends on.
+# - On synthetic data we measured it: a class's top units peak on its discriminative part far more
+#   often than units at random; on ImageNet, the top units of a class fire hardest on the photo of
+#   that class.
+#
+# ## More exercises
+# 1. Rank the units by their *most negative* weights for a class. Where do those units peak, and
+#    on which classes' images?
+# 2. The hit rate used a tolerance of a few pixels. Plot the top-unit and random-unit hit rates as
+#    the tolerance goes from 0 to 8 pixels. What does the gap look like, and why does it shrink?
+# 3. Train the same network with a GMP head (lesson 01) and repeat the measurement. Do the top
+#    units change what they detect?
+# 4. Instead of the top units by $w_k^c$, rank units by $w_k^c \cdot F_k$ averaged over the images
+#    of class $c$ (their actual contribution to the score). Does the ranking change?
+#
+# ## Questions
+# - Why is $w_k^c$ a sensible measure of a unit's importance for class $c$ only when the last layer
+#   is followed by global average pooling and a single linear layer?
+# - A unit can have a large weight for two classes. What would that unit detect in our synthetic
+#   data?
+# - The receptive field of a unit in EfficientNet-Lite0's last layer covers the whole 224-px image,
+#   yet its map still points at a region. Why?
