@@ -86,6 +86,7 @@ def main(argv=None) -> int:
     ap.add_argument("--topk", type=int, default=5)
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--device", default=None)
+    ap.add_argument("--json", default=None, help="also write the figures to this JSON file")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--clock", choices=["wall", "cpu"], default=None,
                     help="which time the ratios use (default: wall on CUDA, process CPU time on the CPU)")
@@ -164,6 +165,17 @@ def main(argv=None) -> int:
     print(f"  ratio camlib speed / torchcam speed          = {t['torchcam CAM'] / full:.2f}   (target >= 1)")
     print(f"  ratio camlib speed / pytorch-grad-cam speed  = {t['pytorch-grad-cam GradCAM'] / full:.2f}   (target >= 3)")
     print(f"  boxes: {tuple(boxes.shape)} pixel-edge (x1, y1, x2, y2), e.g. {boxes[0, 0].tolist()}")
+    if a.json:
+        import json
+        from pathlib import Path
+        Path(a.json).write_text(json.dumps({
+            "benchmark": "cam_throughput", "model": a.model, "batch": B, "size": S, "topk": k, "device": str(device),
+            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+            "clock": clock, "seconds": {n: t[n] for n in t}, "images_per_s": {n: B / t[n] for n in t},
+            "ratio_camlib_over_forward": full / t["forward"],
+            "ratio_torchcam_time_over_camlib": t["torchcam CAM"] / full,
+            "ratio_gradcam_time_over_camlib": t["pytorch-grad-cam GradCAM"] / full,
+            "max_diff_torchcam": d_torchcam, "max_diff_gradcam": d_gradcam}, indent=2))
     if d_torchcam > 1e-3 or d_gradcam > 0.05:
         print("  WARNING: the methods' maps disagree more than expected")
         return 1

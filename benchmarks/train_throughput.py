@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import os
+import platform
 import sys
 import tempfile
 import time
@@ -180,6 +182,7 @@ def main(argv=None) -> int:
     ap.add_argument("--compile", action="store_true", help="torch.compile in camlib's pipeline")
     ap.add_argument("--data-on-device", action="store_true", help="move the uint8 cache to the device first")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    ap.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
     a = ap.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -216,6 +219,13 @@ def main(argv=None) -> int:
         print(f"  {labels[k]:42s} {best[k]:9.2f}   [{', '.join(f'{r:.2f}' for r in v)}]")
     print(f"  ratio camlib / ceiling = {best['camlib'] / best['ceiling']:.3f}   (target on an H100: >= 0.85)")
     print(f"  ratio camlib / plain   = {best['camlib'] / best['plain']:.2f}    (target on an H100: >= 3)")
+    if a.json:
+        a.json.write_text(json.dumps({
+            "benchmark": "train_throughput", "setup": what, "device": str(device),
+            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
+            "images_per_s_best": best, "images_per_s_rounds": rates, "cache_build_images_per_s": a.n / build,
+            "ratio_camlib_over_ceiling": best["camlib"] / best["ceiling"],
+            "ratio_camlib_over_plain": best["camlib"] / best["plain"]}, indent=2))
     return 0
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -56,10 +57,19 @@ def class_activation_maps(features: torch.Tensor, weight: torch.Tensor, classes=
     resolution (``(B, C, h, w)`` for ``None``).
     """
     _check_features(features)
+    if not isinstance(weight, torch.Tensor):
+        try:
+            weight = torch.as_tensor(weight)               # a NumPy array or nested lists of numbers
+        except (TypeError, ValueError, RuntimeError):
+            raise ValueError(f"weight must be a (C, K) tensor or array; got {type(weight).__name__}") from None
     if weight.ndim != 2 or weight.shape[1] != features.shape[1]:
         raise ValueError(f"weight must be (C, K) with K = {features.shape[1]} (the feature channels); got {tuple(weight.shape)}")
+    if features.dtype == torch.bool or weight.dtype == torch.bool or weight.is_complex() or features.is_complex():
+        raise ValueError(f"features and weight must hold real numbers; got {features.dtype} and {weight.dtype}")
+    if not features.is_floating_point():                   # integer features: the maps are real numbers
+        features = features.to(weight.dtype if weight.is_floating_point() else torch.float32)
     idx = _class_index(classes, features.shape[0], weight.shape[0], features.device)
-    w = weight.to(features.dtype)[idx]                       # (B, k, K)
+    w = weight.to(features.device, features.dtype)[idx]     # (B, k, K)
     return torch.einsum("bkhw,bck->bchw", features, w)
 
 
@@ -99,25 +109,43 @@ def upsample(maps: torch.Tensor, size) -> torch.Tensor:
     return out[:, 0] if squeeze else out
 
 
-def normalize(maps: torch.Tensor, method: Literal["minmax", "max"] = "minmax", eps: float = 1e-12) -> torch.Tensor:
-    """Normalize each map over its last two dims.
+def normalize(maps: torch.Tensor, method: Literal["minmax", "max"] = "minmax") -> torch.Tensor:
+    """Normalize each map over its last two dims: ``(M - lo) / (max - lo)``.
 
-    * ``"minmax"``: ``(M - min) / (max - min)`` to [0, 1] -- Choe et al.'s convention for
-      MaxBoxAcc; a constant map becomes all zeros.
-    * ``"max"``: ``M / max`` -- the paper's "fraction of the maximum" (values above 0.2 are the 20%
-      rule). Maps whose maximum is not positive become all zeros (no location is evidence for the class).
+    * ``"minmax"``: ``lo = min``, to [0, 1] -- Choe et al.'s convention for MaxBoxAcc.
+    * ``"max"``: ``lo = 0``, i.e. ``M / max`` -- the paper's "fraction of the maximum" (values
+      above 0.2 are the 20% rule).
+
+    One rule for the maps it cannot scale: where ``max - lo`` is not positive -- a constant map
+    for ``"minmax"``, a map whose maximum is ``<= 0`` for ``"max"`` (no location is evidence for
+    the class) -- the map becomes all zeros, never NaN. Any positive range is scaled, however
+    small. camlib's one min-max normalization (``camlib.localize.minmax_normalize`` is this after
+    its map checks); lesson 02's min-max exercise asks for the same rule.
     """
+    if method not in ("minmax", "max"):
+        raise ValueError(f"method must be 'minmax' or 'max', got {method!r}")
+    if not isinstance(maps, torch.Tensor):
+        if not isinstance(maps, np.ndarray):
+            raise ValueError(f"maps must be a tensor or NumPy array; got {type(maps).__name__}")
+        maps = torch.from_numpy(np.asarray(maps))
     if maps.ndim < 2:
         raise ValueError(f"maps must have at least 2 dims (h, w); got {tuple(maps.shape)}")
-    flat = maps.flatten(-2)
-    hi = flat.amax(-1, keepdim=True)[..., None]
-    if method == "minmax":
-        lo = flat.amin(-1, keepdim=True)[..., None]
-        rng = hi - lo
-        return torch.where(rng > eps, (maps - lo) / rng.clamp_min(eps), torch.zeros_like(maps))
-    if method == "max":
-        return torch.where(hi > eps, maps / hi.clamp_min(eps), torch.zeros_like(maps))
-    raise ValueError(f"method must be 'minmax' or 'max', got {method!r}")
+    if not maps.is_floating_point():
+        if maps.dtype == torch.bool or maps.is_complex():
+            raise ValueError(f"maps must hold real numbers; got {maps.dtype}")
+        maps = maps.float()
+    lo, hi = torch.aminmax(maps.flatten(-2), dim=-1)     # NaN propagates into both
+    if not (bool(torch.isfinite(lo).all()) and bool(torch.isfinite(hi).all())):
+        bad = ~torch.isfinite(maps)
+        kind = "NaN" if bool(torch.isnan(maps).any()) else "inf"
+        raise ValueError(f"maps must be finite; found {int(bad.sum())} {kind} value(s) (NaN/inf) -- a map with "
+                         "one would normalize to nonsense")
+    hi = hi[..., None, None]
+    lo = lo[..., None, None] if method == "minmax" else torch.zeros_like(hi)
+    span = hi - lo
+    scalable = span > 0
+    scaled = (maps - lo) / torch.where(scalable, span, torch.ones_like(span))
+    return torch.where(scalable, scaled, torch.zeros_like(maps))
 
 
 def grad_cam(model, x: torch.Tensor, classes, *, relu: bool = True) -> torch.Tensor:

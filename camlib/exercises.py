@@ -7,6 +7,11 @@ index where the values differ (with both values), and, when the answer matches a
 on every trial, what that mistake was ("looks like you used max instead of mean"). An exception
 raised by the student's function passes through unchanged, with a note saying what it was given.
 
+Each check is made of a :class:`Spec` (its trials, reference and known mistakes; :func:`spec`
+draws them from any seed) and :func:`diagnose` (the comparison, on outputs given as data), so the
+instructor's grader (``python -m coursekit grade``) runs the same checks in its own process, on
+trials drawn at grading time, without running them where the student's code could reach them.
+
 | lesson | check | the exercise |
 |---|---|---|
 | 01 | :func:`check_gap`, :func:`check_gmp` | global average / max pooling |
@@ -22,6 +27,7 @@ Boxes are ``(x1, y1, x2, y2)`` in pixel-edge coordinates (CONTRIBUTING.md).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -129,39 +135,108 @@ def _matches(got: torch.Tensor, wrong: Any, rtol: float, atol: float) -> bool:
     return bool(torch.isclose(g, w, rtol=rtol, atol=atol * max(scale, 1.0), equal_nan=True).all())
 
 
-def _run(name: str, fn: Callable, names: Sequence[str], trials: list[tuple], reference: Callable,
-         mistakes: Sequence[Mistake], convert: Callable = _as_tensor, rtol: float = 1e-4,
-         atol: float = 1e-5) -> None:
-    """Compare ``fn`` with ``reference`` on every trial; on the first difference, diagnose and raise."""
+@dataclass(frozen=True)
+class Spec:
+    """One check split in three, so that a grader can run the student's function apart from it.
+
+    ``trials`` are the inputs (argument tuples, named by ``names``), ``reference`` gives the right
+    answer of one trial, and :func:`diagnose` compares the student's outputs with it (``convert``
+    turns an output into a tensor; ``rtol``/``atol`` are the tolerances; ``mistakes`` are the
+    plausible wrong answers it names). ``check_*`` runs all three in the student's kernel;
+    ``coursekit.grade`` draws the trials with a fresh seed, sends them to the kernel, gets the
+    outputs back as data and diagnoses them in its own process.
+    """
+
+    name: str
+    names: tuple[str, ...]
+    trials: list[tuple]
+    reference: Callable
+    mistakes: tuple[Mistake, ...]
+    convert: Callable = _as_tensor
+    rtol: float = 1e-4
+    atol: float = 1e-5
+
+
+@dataclass(frozen=True)
+class Raised:
+    """What a student's function raised on one trial, as a grader gets it back from the kernel."""
+
+    ename: str
+    evalue: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.ename}: {self.evalue}" if self.evalue else self.ename
+
+
+def _hints(spec: Spec, outputs: Sequence[Any]) -> list[str]:
+    """The mistakes that match the student's (converted) answers on every trial (``None``: no answer)."""
+    hints = []
+    for text, wrong in spec.mistakes:
+        ok = True
+        for out, other in zip(outputs, spec.trials):
+            try:
+                ok = out is not None and _matches(out, wrong(*other), spec.rtol, spec.atol)
+            except Exception:
+                ok = False
+            if not ok:
+                break
+        if ok:
+            hints.append(text)
+    return hints
+
+
+def _failure(spec: Spec, t: int, problem: str, outputs: Sequence[Any]) -> str:
+    return (f"{spec.name}: trial {t + 1} of {len(spec.trials)} ({_inputs(spec.names, spec.trials[t])}): {problem}."
+            + "".join(f"\n  Looks like you {h}." for h in _hints(spec, outputs)))
+
+
+def diagnose(spec: Spec, outputs: Sequence[Any]) -> str:
+    """``''`` when ``outputs`` (the student's answer to each of ``spec.trials``, or :class:`Raised`)
+    all match the reference; else what differs, with the mistakes it looks like (as a check says)."""
+    if len(outputs) != len(spec.trials):
+        raise ValueError(f"{spec.name}: expected one output per trial ({len(spec.trials)}), got {len(outputs)}")
+
+    def converted(out: Any) -> Any:
+        try:
+            return None if isinstance(out, Raised) else spec.convert(spec.name, out)
+        except AssertionError:
+            return None
+
+    for t, (args, out) in enumerate(zip(spec.trials, outputs)):
+        if isinstance(out, Raised):
+            if out.ename == "NotImplementedError":
+                return f"{spec.name}: your function is not written yet (it raised NotImplementedError)"
+            return (f"{spec.name}: trial {t + 1} of {len(spec.trials)}: your function raised {out} "
+                    f"when called with {_inputs(spec.names, args)}")
+        try:
+            got = spec.convert(spec.name, out)
+        except AssertionError as exc:
+            return str(exc)
+        problem = _difference(got, spec.reference(*args), spec.rtol, spec.atol)
+        if problem:
+            return _failure(spec, t, problem, [converted(o) for o in outputs])
+    return ""
+
+
+def _run(spec: Spec, fn: Callable) -> None:
+    """Compare ``fn`` with the reference on every trial; on the first difference, diagnose and raise."""
+    name = spec.name
     if not callable(fn):
         raise ValueError(f"{name} expects your function, got {type(fn).__name__}")
-    for t, args in enumerate(trials):
-        want = reference(*args)
-        got = convert(name, _call(name, fn, names, args))
-        problem = _difference(got, want, rtol, atol)
+    for t, args in enumerate(spec.trials):
+        want = spec.reference(*args)
+        got = spec.convert(name, _call(name, fn, spec.names, args))
+        problem = _difference(got, want, spec.rtol, spec.atol)
         if not problem:
             continue
         outputs = []  # the student's answers on every trial, to test each mistake everywhere
-        for other in trials:
+        for other in spec.trials:
             try:
-                outputs.append(convert(name, fn(*[_fresh(a) for a in other])))
+                outputs.append(spec.convert(name, fn(*[_fresh(a) for a in other])))
             except Exception:
                 outputs.append(None)
-        hints = []
-        for text, wrong in mistakes:
-            ok = True
-            for out, other in zip(outputs, trials):
-                try:
-                    ok = out is not None and _matches(out, wrong(*other), rtol, atol)
-                except Exception:
-                    ok = False
-                if not ok:
-                    break
-            if ok:
-                hints.append(text)
-        raise AssertionError(f"{name}: trial {t + 1} of {len(trials)} ({_inputs(names, args)}): {problem}."
-                             + "".join(f"\n  Looks like you {h}." for h in hints))
-    print(f"{name}: OK -- your function matches the reference on {len(trials)} random trials")
+        raise AssertionError(_failure(spec, t, problem, outputs))
+    print(f"{name}: OK -- your function matches the reference on {len(spec.trials)} random trials")
 
 
 def _gen(seed: int) -> torch.Generator:
@@ -199,28 +274,36 @@ def _pool_trials(seed: int) -> list[tuple]:
     return [(_features(g, *_sizes(g, t)),) for t in range(4)]
 
 
-def check_gap(fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
-    """Check ``fn(features (B, K, h, w)) -> (B, K)``, global average pooling.
-
-    Lesson 01. The paper's Sec. 2: ``F_k = Σ_{x,y} f_k(x, y)`` (here the mean, which differs by 1/hw).
-    """
-    _run("check_gap", fn, ["features"], _pool_trials(101), _ref_gap, [
+def _gap_spec(seed: int = 101) -> Spec:
+    return Spec("check_gap", ("features",), _pool_trials(seed), _ref_gap, (
         ("used max instead of mean (that is GMP)", _ref_gmp),
         ("summed instead of averaging: divide by h*w (or use mean)", lambda f: f.sum(dim=(2, 3))),
         ("kept the pooled dimensions (keepdim=True): return shape (B, K)", lambda f: f.mean(dim=(2, 3), keepdim=True)),
         ("averaged over the channels too: pool only the spatial dimensions (2, 3)", lambda f: f.mean(dim=(1, 2, 3))),
         ("averaged over only one spatial dimension: pool over both (dim=(2, 3))", lambda f: f.mean(dim=3)),
-    ])
+    ))
 
 
-def check_gmp(fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
-    """Check ``fn(features (B, K, h, w)) -> (B, K)``, global max pooling (Oquab et al.; paper Sec. 2). Lesson 01."""
-    _run("check_gmp", fn, ["features"], _pool_trials(102), _ref_gmp, [
+def check_gap(fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
+    """Check ``fn(features (B, K, h, w)) -> (B, K)``, global average pooling.
+
+    Lesson 01. The paper's Sec. 2: ``F_k = Σ_{x,y} f_k(x, y)`` (here the mean, which differs by 1/hw).
+    """
+    _run(_gap_spec(), fn)
+
+
+def _gmp_spec(seed: int = 102) -> Spec:
+    return Spec("check_gmp", ("features",), _pool_trials(seed), _ref_gmp, (
         ("used mean instead of max (that is GAP)", _ref_gap),
         ("kept the pooled dimensions (keepdim=True): return shape (B, K)", lambda f: f.amax(dim=(2, 3), keepdim=True)),
         ("took the max over only one spatial dimension: pool over both (dim=(2, 3))", lambda f: f.amax(dim=3)),
         ("took the max over the channels too: pool only the spatial dimensions (2, 3)", lambda f: f.amax(dim=(1, 2, 3))),
-    ])
+    ))
+
+
+def check_gmp(fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
+    """Check ``fn(features (B, K, h, w)) -> (B, K)``, global max pooling (Oquab et al.; paper Sec. 2). Lesson 01."""
+    _run(_gmp_spec(), fn)
 
 
 # ---------------------------------------------------------------------------------- lesson 02
@@ -235,11 +318,11 @@ def _ref_minmax(maps: torch.Tensor) -> torch.Tensor:
     return torch.where(span > 0, (maps - lo) / torch.where(span > 0, span, 1), torch.zeros_like(maps))
 
 
-def _cam_mistakes(weight_name: str) -> list[Mistake]:
+def _cam_mistakes(weight_name: str) -> tuple[Mistake, ...]:
     def per_batch_position(f, w, c):
         return _ref_cam(f, w, torch.arange(f.shape[0]))
 
-    return [
+    return (
         ("applied a ReLU: the CAM keeps negative values (M_c = Σ_k w_k^c f_k, Sec. 2)",
          lambda f, w, c: torch.relu(_ref_cam(f, w, c))),
         (f"used {weight_name}[b] (the image's position in the batch) instead of {weight_name}[classes[b]]",
@@ -251,7 +334,7 @@ def _cam_mistakes(weight_name: str) -> list[Mistake]:
          lambda f, w, c: _ref_cam(f, w, c) / f.shape[1]),
         ("normalized the maps: return the raw weighted sum", lambda f, w, c: _ref_minmax(_ref_cam(f, w, c))),
         ("swapped h and w: return (B, h, w) in the features' order", lambda f, w, c: _ref_cam(f, w, c).transpose(1, 2)),
-    ]
+    )
 
 
 def _cam_trials(seed: int, numpy_weights: bool = False) -> list[tuple]:
@@ -276,7 +359,11 @@ def check_cam(fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Ten
     Lesson 02. The paper's class activation map, Sec. 2: ``M_c(x, y) = Σ_k w_k^c f_k(x, y)`` for
     ``c = classes[b]``.
     """
-    _run("check_cam", fn, ["features", "weight", "classes"], _cam_trials(201), _ref_cam, _cam_mistakes("weight"))
+    _run(_cam_spec(), fn)
+
+
+def _cam_spec(seed: int = 201) -> Spec:
+    return Spec("check_cam", ("features", "weight", "classes"), _cam_trials(seed), _ref_cam, _cam_mistakes("weight"))
 
 
 def check_minmax(fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
@@ -284,7 +371,11 @@ def check_minmax(fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
 
     Lesson 02. The min-max convention of Choe et al. (2020) used before thresholds are swept.
     """
-    g = _gen(202)
+    _run(_minmax_spec(), fn)
+
+
+def _minmax_spec(seed: int = 202) -> Spec:
+    g = _gen(seed)
     trials = []
     for t in range(4):
         b, _, h, w = _sizes(g, t)
@@ -299,7 +390,7 @@ def check_minmax(fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
     def batch_wide(m):
         return (m - m.min()) / (m.max() - m.min())
 
-    _run("check_minmax", fn, ["maps"], trials, _ref_minmax, [
+    return Spec("check_minmax", ("maps",), trials, _ref_minmax, (
         ("forgot to subtract the minimum: the maps are not min-max normalized (divide (m - min) by (max - min))",
          forgot_min),
         ("clipped negatives (ReLU) and divided by the max: min-max subtracts each map's minimum",
@@ -308,7 +399,7 @@ def check_minmax(fn: Callable[[torch.Tensor], torch.Tensor]) -> None:
         ("divided by zero on a constant map: a constant map must give zeros, not NaN",
          lambda m: (m - m.amin(dim=(1, 2), keepdim=True))
          / (m.amax(dim=(1, 2), keepdim=True) - m.amin(dim=(1, 2), keepdim=True))),
-    ])
+    ))
 
 
 # ---------------------------------------------------------------------------------- lesson 03
@@ -364,6 +455,10 @@ def check_largest_component_box(fn: Callable[[torch.Tensor, float], torch.Tensor
     Lesson 03. The paper's Sec. 3 rule: keep ``map >= fraction * max(map)``, take the largest
     8-connected component, return its bounding box ``(x1, y1, x2, y2)`` with ``x2 = last column + 1``.
     """
+    _run(_largest_component_box_spec(), fn)
+
+
+def _largest_component_box_spec(seed: int = 301) -> Spec:
     def all_pixels(cam, frac):
         ys, xs = np.nonzero((cam >= frac * cam.max()).numpy())
         return torch.tensor([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=torch.float32)
@@ -372,8 +467,8 @@ def check_largest_component_box(fn: Callable[[torch.Tensor, float], torch.Tensor
         lo, hi = cam.min(), cam.max()
         return _component_box((cam >= lo + frac * (hi - lo)).numpy())
 
-    _run("check_largest_component_box", fn, ["map", "threshold_fraction"], _map_trials(301),
-         _ref_largest_component_box, [
+    return Spec("check_largest_component_box", ("map", "threshold_fraction"), _map_trials(seed),
+                _ref_largest_component_box, (
              ("used an inclusive x2 -- boxes here are pixel-edge, x2 = last column + 1 (and y2 = last row + 1)",
               lambda c, f: _ref_largest_component_box(c, f) - torch.tensor([0, 0, 1, 1])),
              ("used 4-connectivity: pixels touching diagonally belong to the same component (8-connectivity)",
@@ -383,7 +478,7 @@ def check_largest_component_box(fn: Callable[[torch.Tensor, float], torch.Tensor
               lambda c, f: _ref_largest_component_box(c, f)[[1, 0, 3, 2]]),
              ("thresholded the min-max normalized map: the paper's rule is map >= fraction * max of the raw map",
               minmax_threshold),
-         ])
+                ))
 
 
 def _ref_box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -403,7 +498,11 @@ def _random_boxes(g: torch.Generator, n: int, size: int = 24) -> torch.Tensor:
 
 def check_box_iou(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> None:
     """Check ``fn(a (N, 4), b (M, 4)) -> (N, M)`` intersection over union of pixel-edge boxes. Lesson 03."""
-    g = _gen(302)
+    _run(_box_iou_spec(), fn)
+
+
+def _box_iou_spec(seed: int = 302) -> Spec:
+    g = _gen(seed)
     trials = []
     for t in range(4):
         n, m = _randint(g, 3, 6), _randint(g, 2, 6)
@@ -428,14 +527,14 @@ def check_box_iou(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> N
         iou = _ref_box_iou(a, b)
         return iou / (1 + iou)  # inter / (A + B) written with IoU = inter / (A + B - inter)
 
-    _run("check_box_iou", fn, ["a", "b"], trials, _ref_box_iou, [
+    return Spec("check_box_iou", ("a", "b"), trials, _ref_box_iou, (
         ("computed areas with +1 (inclusive pixel convention); boxes here are pixel-edge: area = (x2 - x1) * (y2 - y1)",
          inclusive),
         ("did not clamp the intersection's width and height at 0: disjoint boxes must give IoU 0", no_clamp),
         ("forgot to subtract the intersection from the union (union = area_a + area_b - intersection)", union_is_sum),
         ("compared a[i] with b[i] only: return every pair, shape (N, M)",
          lambda a, b: _ref_box_iou(a, b).diagonal()),
-    ])
+    ))
 
 
 def _ref_topk_loc_error(logits, boxes_per_class, gt_boxes, labels, k, *, strict=False, first_gt=False,
@@ -462,7 +561,11 @@ def check_topk_loc_error(fn: Callable[..., float]) -> None:
     top-k predictions and *that class's* box has IoU >= 0.5 with one of the image's ground-truth
     boxes; the error is the fraction of images not localized.
     """
-    g = _gen(303)
+    _run(_topk_loc_error_spec(), fn)
+
+
+def _topk_loc_error_spec(seed: int = 303) -> Spec:
+    g = _gen(seed)
     trials = []
     for k in (1, 5, 3, 5):
         b, c = _randint(g, 24, 40), _randint(g, 7, 10)
@@ -492,8 +595,8 @@ def check_topk_loc_error(fn: Callable[..., float]) -> None:
     def classification_error(lo, bx, gt, lb, k):
         return 1 - (lo.topk(k, 1).indices == lb[:, None]).any(1).double().mean()
 
-    _run("check_topk_loc_error", fn, ["logits", "boxes_per_class", "gt_boxes", "labels", "k"], trials,
-         _ref_topk_loc_error, [
+    return Spec("check_topk_loc_error", ("logits", "boxes_per_class", "gt_boxes", "labels", "k"), trials,
+                _ref_topk_loc_error, (
              ("counted IoU of exactly 0.5 as wrong: a box is correct when IoU >= 0.5",
               lambda *a: _ref_topk_loc_error(*a, strict=True)),
              ("compared only with the first ground-truth box: any of the image's boxes counts",
@@ -505,7 +608,7 @@ def check_topk_loc_error(fn: Callable[..., float]) -> None:
              ("returned the accuracy (1 - error)", lambda *a: 1 - _ref_topk_loc_error(*a)),
              ("ignored k and used only the top-1 class", top1_only),
              ("returned the classification error: the boxes must be checked too", classification_error),
-         ], convert=_as_number, rtol=0, atol=1e-6)
+                ), convert=_as_number, rtol=0, atol=1e-6)
 
 
 # ---------------------------------------------------------------------------------- lesson 04
@@ -535,7 +638,11 @@ def check_crop_box(fn: Callable[[torch.Tensor, float, int, int], torch.Tensor]) 
     ``margin * box width`` left and right and ``margin * box height`` above and below, is rounded
     outwards to whole pixels (floor x1, y1; ceil x2, y2) and clipped to the image ``[0, width] x [0, height]``.
     """
-    g = _gen(401)
+    _run(_crop_box_spec(), fn)
+
+
+def _crop_box_spec(seed: int = 401) -> Spec:
+    g = _gen(seed)
     trials = []
     while len(trials) < 6:
         height, width = _randint(g, 40, 90), _randint(g, 40, 90)
@@ -555,7 +662,7 @@ def check_crop_box(fn: Callable[[torch.Tensor, float, int, int], torch.Tensor]) 
             continue  # half the trials stay inside the image, half are clipped at both ends
         trials.append((torch.tensor([x1, y1, x2, y2], dtype=torch.float32), margin, height, width))
 
-    _run("check_crop_box", fn, ["box", "margin", "height", "width"], trials, _ref_crop_box, [
+    return Spec("check_crop_box", ("box", "margin", "height", "width"), trials, _ref_crop_box, (
         ("clipped x2 to width - 1 (y2 to height - 1): pixel-edge x2 may equal the width",
          lambda *a: _ref_crop_box(*a, clip="last-pixel")),
         ("did not clip the box to the image: keep 0 <= x1 < x2 <= width, 0 <= y1 < y2 <= height",
@@ -570,7 +677,7 @@ def check_crop_box(fn: Callable[[torch.Tensor, float, int, int], torch.Tensor]) 
          lambda *a: _ref_crop_box(*a, rounding="none")),
         ("took the margin as a fraction of the image's size: it is a fraction of the box's width and height",
          lambda *a: _ref_crop_box(*a, relative_to_image=True)),
-    ], rtol=0, atol=1e-4)
+    ), rtol=0, atol=1e-4)
 
 
 # ---------------------------------------------------------------------------------- lesson 05
@@ -580,8 +687,12 @@ def check_probe_cam(fn: Callable[[torch.Tensor, Any, torch.Tensor], torch.Tensor
     Lesson 05 (the paper's Sec. 4): a linear probe (SVM) trained on GAP features gives the
     ``w_k^c`` of a new CAM. ``svm_coef`` comes as scikit-learn gives it: a float64 NumPy array.
     """
-    _run("check_probe_cam", fn, ["features", "svm_coef", "classes"], _cam_trials(501, numpy_weights=True),
-         _ref_cam, _cam_mistakes("svm_coef"))
+    _run(_probe_cam_spec(), fn)
+
+
+def _probe_cam_spec(seed: int = 501) -> Spec:
+    return Spec("check_probe_cam", ("features", "svm_coef", "classes"), _cam_trials(seed, numpy_weights=True),
+                _ref_cam, _cam_mistakes("svm_coef"))
 
 
 # ---------------------------------------------------------------------------------- lesson 06
@@ -594,14 +705,18 @@ def check_rank_units(fn: Callable[[torch.Tensor, int, int], Any]) -> None:
 
     Lesson 06 (the paper's Sec. 5): ``w_k^c`` ranks the units by their importance for class c.
     """
-    g = _gen(601)
+    _run(_rank_units_spec(), fn)
+
+
+def _rank_units_spec(seed: int = 601) -> Spec:
+    g = _gen(seed)
     trials = []
     for _ in range(4):
         n_classes, units = _randint(g, 5, 9), _randint(g, 12, 30)
         weight = torch.randn(n_classes, units, generator=g)
         trials.append((weight, _randint(g, 1, n_classes - 1), _randint(g, 3, 5)))
 
-    _run("check_rank_units", fn, ["weight", "c", "k"], trials, _ref_rank_units, [
+    return Spec("check_rank_units", ("weight", "c", "k"), trials, _ref_rank_units, (
         ("sorted in ascending order: the most important unit (largest weight) comes first",
          lambda w, c, k: torch.argsort(w[c])[:k]),
         ("took the k smallest weights: rank by weight, descending", lambda w, c, k: torch.argsort(w[c])[:k].flip(0)),
@@ -613,4 +728,22 @@ def check_rank_units(fn: Callable[[torch.Tensor, int, int], Any]) -> None:
          lambda w, c, k: torch.sort(w[c], descending=True).values[:k]),
         ("found the right units but not in order: sort them by weight, descending",
          lambda w, c, k: torch.sort(torch.argsort(w[c], descending=True)[:k]).values),
-    ], convert=_as_indices, rtol=0, atol=0)
+    ), convert=_as_indices, rtol=0, atol=0)
+
+
+SPECS: dict[str, Callable[..., Spec]] = {
+    "check_gap": _gap_spec, "check_gmp": _gmp_spec, "check_cam": _cam_spec, "check_minmax": _minmax_spec,
+    "check_largest_component_box": _largest_component_box_spec, "check_box_iou": _box_iou_spec,
+    "check_topk_loc_error": _topk_loc_error_spec, "check_crop_box": _crop_box_spec,
+    "check_probe_cam": _probe_cam_spec, "check_rank_units": _rank_units_spec,
+}
+
+
+def spec(check: str, seed: int | None = None) -> Spec:
+    """The :class:`Spec` of the check named ``check`` (one of :data:`CHECKS`); ``seed`` draws other
+    trials than the notebook's own check uses (``None``: the check's own)."""
+    if check not in SPECS:
+        raise ValueError(f"expected the name of a check, one of {list(CHECKS)}; got {check!r}")
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or seed < 0):
+        raise ValueError(f"expected a non-negative int seed, got {seed!r}")
+    return SPECS[check]() if seed is None else SPECS[check](seed)

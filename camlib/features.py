@@ -12,6 +12,9 @@ while the features were learned.
 * :func:`fit_probe` -- scikit-learn's ``LinearSVC`` on (standardized) features; the returned
   :class:`Probe` folds the standardization back into per-unit weights, so that
   ``probe.weight @ F + probe.bias`` is the SVM's decision function on the *raw* features;
+* :class:`FCNet` and :func:`extract_fc` -- the same backbone with a *fully connected* head instead of
+  GAP, and its hidden layer's features: Table 5's comparison (GAP features against fc features, the
+  same linear probe on both);
 * :func:`probe_cams` -- the maps ``sum_k w_k^c f_k`` with the probe's weights (the same einsum as
   :func:`camlib.cam.class_activation_maps`); :func:`attach_probe` -- a :class:`~camlib.models.CAMNet`
   whose classifier *is* the probe, so every camlib tool (``cam.cams``, ``train.predict``, the
@@ -33,7 +36,7 @@ import torch.nn as nn
 from .cam import class_activation_maps
 from .models import CAMNet, global_pool
 
-__all__ = ["freeze", "extract", "Probe", "fit_probe", "probe_cams", "attach_probe"]
+__all__ = ["freeze", "extract", "Probe", "fit_probe", "probe_cams", "attach_probe", "FCNet", "extract_fc"]
 
 
 def freeze(model: nn.Module) -> nn.Module:
@@ -81,9 +84,9 @@ def extract(model: CAMNet, data, *, batch_size: int = 128, device=None, maps: bo
     feats, labels, fmaps = [], [], []
     batches = _batches(data, batch_size, device, indices)
     if progress:
-        from tqdm.auto import tqdm
+        from .config import progress_bar
         total = -(-(len(data) if indices is None else len(indices)) // batch_size)
-        batches = tqdm(batches, total=total, desc="features", unit="batch")
+        batches = progress_bar(batches, total=total, desc="features", unit="batch")
     for b in batches:
         f = model.backbone(b["image"]).float()
         feats.append(global_pool(f, model.pool).cpu())
@@ -198,3 +201,60 @@ def attach_probe(model: CAMNet, probe: Probe) -> CAMNet:
     net.classifier = lin.to(next(model.parameters()).device)
     net.name = f"{model.name}+probe"
     return freeze(net)
+
+
+class FCNet(nn.Module):
+    """``backbone`` with a fully connected head instead of GAP: the maps ``(K, h, w)`` are flattened,
+    a hidden layer of ``hidden`` units (ReLU) follows, then a linear classifier -- the shape of
+    AlexNet's fc6/fc7 head, whose features Table 5 of the paper compares with GAP features.
+
+    ``forward`` returns :class:`~camlib.models.CAMOutput` ``(logits, maps)`` so that
+    :func:`camlib.train.fit` trains it like any CAMNet; it has no CAM (the flatten mixes locations).
+    The input size is fixed by ``feature_shape`` ``(K, h, w)``. Lesson 05 (Table 5 analogue).
+    """
+
+    def __init__(self, backbone: nn.Module, feature_shape, num_classes: int, hidden: int = 256, dropout: float = 0.0):
+        super().__init__()
+        try:
+            k, h, w = (int(v) for v in feature_shape)
+        except (TypeError, ValueError):
+            raise ValueError(f"feature_shape must be (K, h, w); got {feature_shape!r}") from None
+        if min(k, h, w, hidden, num_classes) < 1:
+            raise ValueError(f"feature_shape, hidden and num_classes must be positive; got {(k, h, w)}, {hidden}, "
+                             f"{num_classes}")
+        self.backbone, self.feature_shape = backbone, (k, h, w)
+        self.fc = nn.Linear(k * h * w, hidden)
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(hidden, num_classes)
+        self.name = "fc-head"
+
+    def hidden_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The hidden layer's activations ``(B, hidden)``: the "fc" features."""
+        f = self.backbone(x)
+        if tuple(f.shape[1:]) != self.feature_shape:
+            raise ValueError(f"the backbone gave maps {tuple(f.shape[1:])}, but this head expects {self.feature_shape} "
+                             "(an FC head fixes the input size)")
+        return torch.relu(self.fc(f.flatten(1)))
+
+    def forward(self, x: torch.Tensor):
+        from .models import CAMOutput
+        return CAMOutput(self.classifier(self.dropout(self.hidden_features(x))), self.backbone(x))
+
+
+@torch.no_grad()
+def extract_fc(model: FCNet, data, *, batch_size: int = 128, device=None) -> dict[str, torch.Tensor]:
+    """:func:`extract` for an :class:`FCNet`: ``{"features" (N, hidden), "labels" (N,)}`` on the CPU,
+    the hidden layer's activations (the "fc7" of Table 5). Lesson 05."""
+    if not isinstance(model, FCNet):
+        raise ValueError(f"model must be a camlib FCNet; got {type(model).__name__}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive; got {batch_size}")
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    feats, labels = [], []
+    for b in _batches(data, batch_size, device, None):
+        feats.append(model.hidden_features(b["image"]).float().cpu())
+        labels.append(b["label"].cpu())
+    model.train(was_training)
+    return {"features": torch.cat(feats), "labels": torch.cat(labels)}

@@ -1,5 +1,5 @@
 """Boxes from maps: the paper's rule, the official several-box heuristic, and every threshold's
-connected components in one pass.
+connected components.
 
 Conventions (CONTRIBUTING.md): maps are ``(B, H, W)`` float tensors (a single ``(H, W)`` map is
 accepted where it says so); boxes are ``(x1, y1, x2, y2)`` floats in pixel-edge coordinates, so a
@@ -10,33 +10,14 @@ Which box is "the largest component" when two components have the same number of
 whose box is first in ``(y1, x1, y2, x2)`` order. Two components tied on all five have the same
 box, so the choice cannot change any score.
 
+Every threshold's components (MaxBoxAcc, lesson 03): :func:`components_per_threshold` is the
+definition -- for each map and threshold ``t``, label the 8-connected components of
+``{map >= t}`` with ``scipy.ndimage.label`` and take each one's box and pixel count.
+:func:`components_at_thresholds` returns exactly the same components in one pass per map, however
+many thresholds there are; its algorithm lives in the private module ``camlib._components``
+(which explains it) and is tested against the definition.
+
 Introduced in lesson 01 (the paper's box rule) and lesson 03 (thresholds, MaxBoxAcc, heuristic).
-
-How every threshold is done at once (:func:`components_at_thresholds`)
------------------------------------------------------------------------
-A per-threshold loop labels every map once per threshold. Instead, per map:
-
-1. *Ascent basins* (one pass over the pixels): every pixel points to the pixel of largest
-   ``(score, -raster index)`` among itself and its 8 neighbours; pointer jumping (about
-   log2(path length) gathers) takes every pixel to the local maximum it climbs to, its basin's
-   seed. Scores never drop along a path, so at any threshold ``t`` a basin's pixels ``>= t`` form
-   one connected piece holding the seed, and every component of ``{map >= t}`` is a union of such
-   pieces. Two pieces join exactly when some touching pixel pair across their border has both
-   scores ``>= t``: the border's *pass* (highest lower-score of a touching pair) is ``>= t``.
-   The same pass keeps, per basin, its column and row maxima (and, for areas, a histogram of how
-   many thresholds each pixel reaches).
-2. *Merge tree* (small): Kruskal on the basin graph, in order of decreasing pass, gives every
-   component of every threshold as a tree node alive over an interval of thresholds (a basin
-   from its seed's score down to its first merge; a merge from its pass down to the next). For
-   CAM-like maps there are tens of basins per map, so this Python loop over basin pairs is cheap.
-3. *Boxes*: a node's column/row profiles are maxima over its basins (contiguous in the tree's
-   leaf order: range-maximum queries); its box at threshold ``t`` is where the prefix and suffix
-   maxima of the profiles first reach ``t`` (a vectorized binary search per (node, threshold)).
-
-The pixel pass is NumPy on the CPU (``backend="numpy"``) or torch tensor code on any device
-(``backend="torch"``: the same steps, so a batch of maps on a GPU is processed there); steps 2-3
-touch only per-basin data and run on the CPU. Cost: one pass over the pixels plus work
-proportional to the number of components summed over thresholds, not to thresholds x pixels.
 """
 
 from __future__ import annotations
@@ -46,8 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from scipy import ndimage
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import minimum_spanning_tree
+
+from . import _components, cam
 
 __all__ = [
     "ThresholdComponents",
@@ -57,6 +38,7 @@ __all__ = [
     "largest_component_boxes",
     "component_boxes",
     "boxes_to_masks",
+    "components_per_threshold",
     "components_at_thresholds",
     "largest_per_threshold",
     "minmax_normalize",
@@ -81,15 +63,7 @@ def as_maps(maps, name: str = "maps") -> tuple[torch.Tensor, bool]:
     empty maps or non-finite values. float64 maps are evaluated in float32 (the scores the
     component search orders pixels by); thresholds are compared in float64. Lesson 01.
     """
-    if isinstance(maps, np.ndarray):
-        maps = torch.from_numpy(maps)
-    if not isinstance(maps, torch.Tensor):
-        raise ValueError(f"{name} must be a torch tensor or NumPy array, got {type(maps).__name__}")
-    single = maps.ndim == 2
-    if maps.ndim not in (2, 3):
-        raise ValueError(f"{name} must have shape (B, H, W) or (H, W), got {tuple(maps.shape)}")
-    if single:
-        maps = maps[None]
+    maps, single = _batched(maps, name)
     if maps.shape[0] == 0 or maps.shape[-1] == 0 or maps.shape[-2] == 0:
         raise ValueError(f"{name} must hold at least one map with H, W >= 1, got shape {tuple(maps.shape)}")
     if maps.dtype == torch.bool or not (maps.is_floating_point() or maps.dtype in (torch.uint8, torch.int16,
@@ -103,17 +77,21 @@ def as_maps(maps, name: str = "maps") -> tuple[torch.Tensor, bool]:
 
 
 def _as_masks(masks, name: str = "masks") -> torch.Tensor:
-    if isinstance(masks, np.ndarray):
-        masks = torch.from_numpy(masks)
-    if not isinstance(masks, torch.Tensor):
-        raise ValueError(f"{name} must be a torch tensor or NumPy array, got {type(masks).__name__}")
-    if masks.ndim == 2:
-        masks = masks[None]
-    if masks.ndim != 3:
-        raise ValueError(f"{name} must have shape (B, H, W) or (H, W), got {tuple(masks.shape)}")
+    masks, _ = _batched(masks, name)
     if masks.dtype != torch.bool:
         raise ValueError(f"{name} must be a bool tensor, got dtype {masks.dtype}")
     return masks
+
+
+def _batched(x, name: str) -> tuple[torch.Tensor, bool]:
+    """``x`` (a tensor or NumPy array) as ``(B, H, W)``, and whether one ``(H, W)`` was given."""
+    if isinstance(x, np.ndarray):
+        x = torch.from_numpy(x)
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"{name} must be a torch tensor or NumPy array, got {type(x).__name__}")
+    if x.ndim not in (2, 3):
+        raise ValueError(f"{name} must have shape (B, H, W) or (H, W), got {tuple(x.shape)}")
+    return (x[None], True) if x.ndim == 2 else (x, False)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -127,14 +105,12 @@ def threshold_maps(maps, threshold: float = 0.2, relative: bool = True) -> torch
     empty (then :func:`boxes_from_maps` falls back to the whole image). Paper section 3; lesson 01.
     """
     m, single = as_maps(maps)
-    thr = _relative_thresholds(m, threshold, relative)
-    region = m.double() >= thr[:, None, None]
-    if relative:
-        region &= (m.amax(dim=(1, 2)) > 0)[:, None, None]
+    region = _region(m, threshold, relative)
     return region[0] if single else region
 
 
-def _relative_thresholds(m: torch.Tensor, threshold: float, relative: bool) -> torch.Tensor:
+def _region(m: torch.Tensor, threshold: float, relative: bool) -> torch.Tensor:
+    """The paper's rule on checked ``(B, H, W)`` maps (see :func:`threshold_maps`)."""
     try:
         value = float(threshold)
     except (TypeError, ValueError):
@@ -144,9 +120,10 @@ def _relative_thresholds(m: torch.Tensor, threshold: float, relative: bool) -> t
     threshold = value
     if relative and not 0.0 <= threshold <= 1.0:
         raise ValueError(f"a relative threshold must lie in [0, 1], got {threshold}")
-    if relative:
-        return threshold * m.amax(dim=(1, 2)).double()
-    return torch.full((m.shape[0],), float(threshold), dtype=torch.float64, device=m.device)
+    if not relative:
+        return m.double() >= threshold
+    top = m.amax(dim=(1, 2))[:, None, None]
+    return (m.double() >= threshold * top.double()) & (top > 0)  # max <= 0: nothing is evidence
 
 
 def boxes_from_maps(maps, threshold: float = 0.2, relative: bool = True, backend: str = "auto") -> torch.Tensor:
@@ -157,16 +134,12 @@ def boxes_from_maps(maps, threshold: float = 0.2, relative: bool = True, backend
     When the rule keeps no pixel -- a map whose maximum is ``<= 0`` with ``relative=True``, or no
     pixel reaching an absolute threshold -- the box is the whole image ``(0, 0, W, H)``, the
     uninformative guess; a constant positive map keeps every pixel and gets the whole image too.
-    Never NaN. ``backend``: ``"numpy"`` labels each map with ``scipy.ndimage`` on the CPU,
-    ``"torch"`` runs batched on the maps' device (:func:`components_at_thresholds` with one
-    threshold), ``"auto"`` picks by device. Paper section 3; lesson 01.
+    Never NaN. ``backend``: ``"numpy"`` labels each map with ``scipy.ndimage`` on the CPU
+    (:func:`components_per_threshold`), ``"torch"`` runs batched on the maps' device
+    (:func:`components_at_thresholds`), ``"auto"`` picks by device. Paper section 3; lesson 01.
     """
     m, single = as_maps(maps)
-    thr = _relative_thresholds(m, threshold, relative)
-    region = m.double() >= thr[:, None, None]
-    if relative:  # max <= 0: nothing counts as evidence
-        region &= (m.amax(dim=(1, 2)) > 0)[:, None, None]
-    boxes = _largest_boxes(region, backend)
+    boxes = _largest_boxes(_region(m, threshold, relative), backend)
     return boxes[0] if single else boxes
 
 
@@ -178,26 +151,17 @@ def largest_component_boxes(masks, backend: str = "auto") -> torch.Tensor:
 
 def _largest_boxes(masks: torch.Tensor, backend: str) -> torch.Tensor:
     """Largest component's box per bool mask (ties: box order), the whole image where empty."""
-    B, H, W = masks.shape
-    backend = _pick_backend(backend, masks.device)
-    whole = [0.0, 0.0, float(W), float(H)]
-    if backend == "torch":
-        comps = components_at_thresholds(masks.float(), torch.full((B, 1), 0.5, dtype=torch.float64),
-                                         backend="torch")
-        boxes, found = largest_per_threshold(comps)
-        return torch.where(found[0][:, None], boxes[0], boxes.new_tensor(whole))
-    out = np.tile(np.asarray(whole, dtype=np.float32), (B, 1))
-    for b, mask in enumerate(masks.cpu().numpy()):
-        lab, n = ndimage.label(mask, structure=_EIGHT)
-        if n == 0:
-            continue
-        areas = np.bincount(lab.ravel(), minlength=n + 1)[1:]
-        slices = ndimage.find_objects(lab)
-        best = min(np.flatnonzero(areas == areas.max()),
-                   key=lambda i: (slices[i][0].start, slices[i][1].start, slices[i][0].stop, slices[i][1].stop))
-        ys, xs = slices[best]
-        out[b] = (xs.start, ys.start, xs.stop, ys.stop)
-    return torch.from_numpy(out).to(masks.device)
+    if _pick_backend(backend, masks.device) == "torch":
+        comps = components_at_thresholds(masks.float(), [0.5], backend="torch")
+    else:
+        comps = components_per_threshold(masks.float(), [0.5])
+    boxes, found = largest_per_threshold(comps)
+    return _or_whole_image(boxes[0], found[0], comps.height, comps.width)
+
+
+def _or_whole_image(boxes: torch.Tensor, found: torch.Tensor, H: int, W: int) -> torch.Tensor:
+    """``boxes (..., 4)`` where ``found``, the uninformative whole-image box elsewhere."""
+    return torch.where(found[..., None], boxes, boxes.new_tensor([0.0, 0.0, W, H]))
 
 
 def _pick_backend(backend: str, device: torch.device) -> str:
@@ -212,20 +176,15 @@ def component_boxes(mask) -> tuple[torch.Tensor, torch.Tensor]:
     """Every 8-connected component of one bool mask ``(H, W)``: boxes ``(n, 4)`` float and pixel
     counts ``(n,)``, largest first (ties: box order ``(y1, x1, y2, x2)``). Lesson 03.
 
-    Single-image helper for figures; uses ``scipy.ndimage.label`` on the CPU.
+    Single-image helper for figures (:func:`components_per_threshold` on the CPU).
     """
     m = _as_masks(mask, "mask")
     if m.shape[0] != 1:
         raise ValueError(f"mask must be one (H, W) mask, got shape {tuple(mask.shape)}")
-    arr = m[0].cpu().numpy()
-    labels, n = ndimage.label(arr, structure=_EIGHT)
-    if n == 0:
-        return torch.zeros((0, 4)), torch.zeros((0,), dtype=torch.int64)
-    slices = ndimage.find_objects(labels)
-    boxes = np.array([[s[1].start, s[0].start, s[1].stop, s[0].stop] for s in slices], dtype=np.float32)
-    areas = np.bincount(labels.ravel(), minlength=n + 1)[1:]
+    comps = components_per_threshold(m.cpu().float(), [0.5])
+    boxes, areas = comps.boxes.numpy(), comps.areas.numpy()
     order = np.lexsort((boxes[:, 2], boxes[:, 3], boxes[:, 0], boxes[:, 1], -areas))
-    return torch.from_numpy(boxes[order]), torch.from_numpy(areas[order].astype(np.int64))
+    return comps.boxes[order], comps.areas[order]
 
 
 def boxes_to_masks(boxes, height: int, width: int) -> torch.Tensor:
@@ -244,7 +203,7 @@ def boxes_to_masks(boxes, height: int, width: int) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------------------------
-# every threshold's components at once
+# every threshold's components: the definition, and the same in one pass
 # ----------------------------------------------------------------------------------------------
 @dataclass
 class ThresholdComponents:
@@ -279,413 +238,55 @@ class ThresholdComponents:
         return out.view(self.n_thresholds, self.n_images)
 
 
-class _NumpyOps:
-    """The few array operations the pixel pass needs, on NumPy arrays (the fast CPU path)."""
+def components_per_threshold(maps, thresholds, *, normalize: bool = False) -> ThresholdComponents:
+    """Every 8-connected component of ``{map >= t}`` for every threshold ``t``, by the definition:
+    one ``scipy.ndimage.label`` per map and threshold, each component's bounding box and pixel
+    count. This is the reference :func:`components_at_thresholds` is tested against; use that one
+    for many thresholds (this one costs a labelling per map and threshold).
 
-    asarray = staticmethod(lambda t: t.detach().cpu().numpy())
-    array = staticmethod(lambda a, like: a)
-    full = staticmethod(lambda shape, value, like: np.full(shape, value, dtype=like.dtype))
-    zeros_int64 = staticmethod(lambda n, like: np.zeros(n, dtype=np.int64))
-    arange = staticmethod(lambda n, like: np.arange(n, dtype=np.int64))
-    maximum = staticmethod(np.maximum)
-    minimum = staticmethod(np.minimum)
-    equal = staticmethod(np.array_equal)
-    flatnonzero = staticmethod(np.flatnonzero)
-    to_numpy = staticmethod(lambda a: a)
-    int8 = staticmethod(lambda mask: mask.view(np.int8))
-    int64 = staticmethod(lambda a: a.astype(np.int64))
-    int32 = staticmethod(lambda a: a.astype(np.int32))
-    take = staticmethod(np.take)
-
-    @staticmethod
-    def scatter_max(n, index, values):
-        out = np.full(n, -np.inf, dtype=values.dtype)
-        np.maximum.at(out, index, values)
-        return out
-
-    @staticmethod
-    def bincount(index, n):
-        return np.bincount(index, minlength=n)
-
-    @staticmethod
-    def clip(a, lo, hi):
-        return np.clip(a, lo, hi)
-
-    @staticmethod
-    def searchsorted_rows(sorted_rows, values):  # per row: how many entries are <= value
-        return np.stack([np.searchsorted(r, v, side="right") for r, v in zip(sorted_rows, values)])
-
-
-class _TorchOps:
-    """The same operations in torch: the path for CUDA (or any torch device)."""
-
-    asarray = staticmethod(lambda t: t.detach())
-    array = staticmethod(lambda a, like: torch.as_tensor(a, device=like.device))
-    full = staticmethod(lambda shape, value, like: torch.full(shape, value, dtype=like.dtype, device=like.device))
-    zeros_int64 = staticmethod(lambda n, like: torch.zeros(n, dtype=torch.int64, device=like.device))
-    arange = staticmethod(lambda n, like: torch.arange(n, dtype=torch.int64, device=like.device))
-    maximum = staticmethod(torch.maximum)
-    minimum = staticmethod(torch.minimum)
-    equal = staticmethod(torch.equal)
-    to_numpy = staticmethod(lambda a: a.cpu().numpy())
-    int8 = staticmethod(lambda mask: mask.to(torch.int8))
-    int64 = staticmethod(lambda a: a.to(torch.int64))
-    int32 = staticmethod(lambda a: a.to(torch.int32))
-    take = staticmethod(lambda a, index: torch.take(a, index))
-
-    @staticmethod
-    def flatnonzero(a):
-        return torch.nonzero(a.reshape(-1)).squeeze(1)
-
-    @staticmethod
-    def scatter_max(n, index, values):
-        out = torch.full((n,), -float("inf"), dtype=values.dtype, device=values.device)
-        return out.scatter_reduce_(0, index, values, "amax")
-
-    @staticmethod
-    def bincount(index, n):
-        return torch.bincount(index, minlength=n)
-
-    @staticmethod
-    def clip(a, lo, hi):
-        return torch.clamp(a, lo, hi)
-
-    @staticmethod
-    def searchsorted_rows(sorted_rows, values):
-        return torch.searchsorted(sorted_rows.contiguous(), values.contiguous(), right=True)
-
-
-def _ceil_float32(thr: np.ndarray) -> np.ndarray:
-    """The smallest float32 >= each float64 threshold: for a float32 score ``s``,
-    ``s >= t`` exactly when ``s >= _ceil_float32(t)``, so all comparisons can run in float32."""
-    t32 = thr.astype(np.float32)
-    low = t32.astype(np.float64) < thr
-    t32[low] = np.nextafter(t32[low], np.float32(np.inf))
-    return t32
-
-
-def _levels(xp, s, thr32: np.ndarray):
-    """How many thresholds each score reaches, ``#{j : t_j <= s}``, exactly; ``s`` (B, H, W),
-    ``thr32`` (B, T) float32 (see :func:`_ceil_float32`). Few thresholds: count comparisons.
-    A shared grid: guess by linear interpolation, then step until exact (1-2 steps when the grid
-    is near-uniform, else binary search)."""
-    B, T = thr32.shape
-    sf = s.reshape(B, -1)
-    if T <= 8:
-        tx = xp.array(thr32, sf)
-        lev = xp.int8(sf >= tx[:, 0:1])
-        for j in range(1, T):
-            lev = lev + xp.int8(sf >= tx[:, j:j + 1])
-        return xp.int64(lev).reshape(-1)
-    if not (thr32 == thr32[0:1]).all():
-        return xp.int64(xp.searchsorted_rows(xp.array(thr32, sf), sf)).reshape(-1)
-    t = thr32[0]
-    lo, hi = float(t[0]), float(t[-1])
-    if not np.isfinite(hi - lo):  # infinite end points: no useful linear guess
-        return xp.int64(xp.searchsorted_rows(xp.array(thr32, sf), sf)).reshape(-1)
-    scale = np.float32((T - 1) / (hi - lo)) if hi > lo else np.float32(0)
-    g = xp.int64(xp.clip((sf - np.float32(lo)) * scale + np.float32(1.0), 0.0, float(T))).reshape(-1)
-    ext = xp.array(np.concatenate([[-np.inf], t, [np.inf]]).astype(np.float32), sf)  # level k: ext[k] <= s < ext[k+1]
-    flat = sf.reshape(-1)
-    for _ in range(3):
-        up = xp.flatnonzero(xp.take(ext, g + 1) <= flat)
-        down = xp.flatnonzero(xp.take(ext, g) > flat)
-        if up.shape[0] == 0 and down.shape[0] == 0:
-            return g
-        g[up] += 1
-        g[down] -= 1
-    return xp.int64(xp.searchsorted_rows(xp.array(thr32, sf), sf)).reshape(-1)
-
-
-def _pixel_pass(xp, s, thr32: np.ndarray, want_areas: bool) -> dict:
-    """One pass over the pixels of float32 maps ``s`` (B, H, W): ascent basins and what the
-    per-threshold work needs about them, as NumPy arrays (small: per basin and per basin pair)."""
-    B, H, W = s.shape
-    N = B * H * W
-    # 3x3 argmax, ties to the lowest raster index, so that pointers follow the strict order
-    # (score, -index); separable: along rows, then along columns. Masks are made exclusive and
-    # combined in int8 arithmetic (cheaper than chains of where).
-    pad = xp.full((B, H + 2, W + 2), -np.inf, s)
-    pad[:, 1:-1, 1:-1] = s
-    left, mid, right = pad[:, :, 0:W], pad[:, :, 1:W + 1], pad[:, :, 2:W + 2]
-    hv = xp.maximum(xp.maximum(left, mid), right)
-    el = left == hv
-    em = (mid == hv) & ~el
-    hdx = 1 - xp.int8(em) - 2 * xp.int8(el)  # -1, 0, +1: which column holds the row's max
-    up, cen, down = hv[:, 0:H], hv[:, 1:H + 1], hv[:, 2:H + 2]
-    vv = xp.maximum(xp.maximum(up, cen), down)
-    eu = up == vv
-    ec = (cen == vv) & ~eu
-    ed = ~(eu | ec)
-    eu8, ec8, ed8 = xp.int8(eu), xp.int8(ec), xp.int8(ed)
-    dx = eu8 * hdx[:, 0:H] + ec8 * hdx[:, 1:H + 1] + ed8 * hdx[:, 2:H + 2]
-    dy = ed8 - eu8
-    flat = xp.arange(N, s)
-    root = flat + (xp.int32(dy) * W + dx).reshape(-1)
-    while True:  # pointer jumping: after k rounds each pointer skips 2**k steps uphill
-        nxt = root[root]
-        if xp.equal(nxt, root):
-            break
-        root = nxt
-    seeds = xp.flatnonzero(root == flat)
-    nb = int(seeds.shape[0])
-    label = xp.zeros_int64(N, s)
-    label[seeds] = xp.arange(nb, s)
-    basin = label[root].reshape(B, H, W)  # basins numbered in raster order of their seeds
-    colmax = xp.scatter_max(nb * W, (basin * W + xp.arange(W, s)).reshape(-1), s.reshape(-1))
-    rowmax = xp.scatter_max(nb * H, (basin * H + xp.arange(H, s).reshape(H, 1)).reshape(-1), s.reshape(-1))
-
-    # basin borders: touching pixel pairs (8-neighbourhood) in different basins, found on the
-    # flattened image with offsets 1 (right), W (down), W+1 (down-right), W-1 (down-left)
-    HW = H * W
-    b2, s2 = basin.reshape(B, HW), s.reshape(B, HW)
-    x_of = np.arange(HW) % W
-    us, vs, ps = [], [], []
-    for d, valid in ((1, x_of != W - 1), (W, None), (W + 1, x_of != W - 1), (W - 1, x_of != 0)):
-        if d >= HW or d == 0:
-            continue
-        differ = b2[:, :HW - d] != b2[:, d:]
-        if valid is not None:
-            differ &= xp.array(valid[:HW - d], b2)
-        k = xp.flatnonzero(differ)
-        if k.shape[0] == 0:
-            continue
-        i = (k // (HW - d)) * HW + k % (HW - d)  # flat index of the first pixel of each pair
-        ba, bc = xp.take(b2, i), xp.take(b2, i + d)
-        us.append(xp.to_numpy(xp.minimum(ba, bc)))
-        vs.append(xp.to_numpy(xp.maximum(ba, bc)))
-        ps.append(xp.to_numpy(xp.minimum(xp.take(s2, i), xp.take(s2, i + d))))
-    out = dict(nb=nb, seed_img=xp.to_numpy(seeds // (H * W)), seed_score=xp.to_numpy(xp.take(s, seeds)),
-               colmax=xp.to_numpy(colmax).reshape(nb, W), rowmax=xp.to_numpy(rowmax).reshape(nb, H),
-               u=np.concatenate(us) if us else np.zeros(0, np.int64),
-               v=np.concatenate(vs) if vs else np.zeros(0, np.int64),
-               p=np.concatenate(ps) if ps else np.zeros(0, np.float32))
-    if want_areas:
-        T = thr32.shape[1]
-        level = _levels(xp, s, thr32)
-        out["hist"] = xp.to_numpy(xp.bincount(basin.reshape(-1) * (T + 1) + level, nb * (T + 1))).reshape(nb, T + 1)
-    return out
-
-
-def _basin_pairs(nb: int, seed_img: np.ndarray, u: np.ndarray, v: np.ndarray, p: np.ndarray):
-    """Each touching basin pair once, with its highest pass (border pixel pairs come many times)."""
-    if u.size == 0:
-        return u, v, p
-    n_img = int(seed_img.max()) + 1
-    per = np.bincount(seed_img, minlength=n_img)
-    if int((per.astype(np.int64) ** 2).sum()) <= 4 * u.size + 4096:  # a dense table per image is cheap
-        first = np.cumsum(per) - per
-        cell0 = np.cumsum(per.astype(np.int64) ** 2) - per.astype(np.int64) ** 2
-        im = seed_img[u]
-        cell = cell0[im] + (u - first[im]) * per[im] + (v - first[im])
-        best = np.full(int(cell0[-1] + per[-1].astype(np.int64) ** 2), -np.inf, dtype=p.dtype)
-        np.maximum.at(best, cell, p)
-        hit = np.flatnonzero(best > -np.inf)
-        im = np.searchsorted(cell0, hit, side="right") - 1
-        local = hit - cell0[im]
-        return first[im] + local // per[im], first[im] + local % per[im], best[hit]
-    key = u * nb + v
-    order = np.argsort(key, kind="stable")
-    key = key[order]
-    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
-    best = np.maximum.reduceat(p[order], starts)
-    key = key[starts]
-    return key // nb, key % nb, best
-
-
-def _merge_tree(nb: int, u: np.ndarray, v: np.ndarray, p: np.ndarray):
-    """Kruskal on the basin graph: basins merge in order of decreasing border pass.
-
-    Nodes are the ``nb`` basins, then the ``K`` merges in creation order. Returns the merge level
-    and the two children of each merge, each node's parent (-1 for roots) and height (0 for a
-    basin), and a leaf order in which every node's basins are contiguous (``start``/``stop`` per
-    node, ``pos`` per basin)."""
-    order = np.argsort(-p.astype(np.float64), kind="stable")
-    if u.size > nb:  # keep a maximum spanning forest: same components at every threshold
-        rank = np.empty(u.size, dtype=np.float64)
-        rank[order] = np.arange(1, u.size + 1)  # 1 = highest pass; exact, ties broken by order
-        forest = minimum_spanning_tree(coo_matrix((rank, (u, v)), shape=(nb, nb)).tocsr()).tocoo()
-        keep = np.sort(forest.data.astype(np.int64) - 1)
-        order = order[keep]
-    uf = list(range(nb))         # union-find over basins
-    node = list(range(nb))       # current tree node of each union-find root
-    head = list(range(nb))       # leaf linked lists: every node's leaves stay contiguous
-    tail = list(range(nb))
-    nxt = [-1] * nb
-    size = [1] * nb
-    height = [0] * nb
-    levels, kids, heads, sizes = [], [], [], []
-    for a, b, lvl in zip(u[order].tolist(), v[order].tolist(), p[order].tolist()):
-        while uf[a] != a:
-            uf[a] = uf[uf[a]]
-            a = uf[a]
-        while uf[b] != b:
-            uf[b] = uf[uf[b]]
-            b = uf[b]
-        if a == b:
-            continue
-        if size[a] < size[b]:
-            a, b = b, a
-        ka, kb = node[a], node[b]
-        kids.append((ka, kb))
-        height.append(1 + max(height[ka], height[kb]))
-        levels.append(lvl)
-        uf[b] = a
-        nxt[tail[a]] = head[b]
-        tail[a] = tail[b]
-        size[a] += size[b]
-        node[a] = nb + len(levels) - 1
-        heads.append(head[a])
-        sizes.append(size[a])
-    K = len(levels)
-    kid = np.asarray(kids, dtype=np.int64).reshape(K, 2)
-    parent = np.full(nb + K, -1, dtype=np.int64)
-    parent[kid[:, 0]] = np.arange(nb, nb + K)
-    parent[kid[:, 1]] = np.arange(nb, nb + K)
-    pos = np.empty(nb, dtype=np.int64)
-    at = 0
-    for r in range(nb):  # walk each root's leaf list
-        if uf[r] == r:
-            leaf = head[r]
-            while leaf != -1:
-                pos[leaf] = at
-                at += 1
-                leaf = nxt[leaf]
-    start = np.concatenate([pos, pos[np.asarray(heads, dtype=np.int64)]])
-    stop = start + np.concatenate([np.ones(nb, np.int64), np.asarray(sizes, dtype=np.int64)])
-    return (np.asarray(levels, dtype=np.float32), kid, parent, np.asarray(height, dtype=np.int64),
-            start, stop, pos)
-
-
-def _count_below(sorted_rows: np.ndarray, row: np.ndarray, target: np.ndarray, slice_size: int = 1 << 20) -> np.ndarray:
-    """Vectorized branch-free binary search: per query, how many entries of the non-decreasing
-    ``sorted_rows[row]`` are ``< target`` (queries taken ``slice_size`` at a time)."""
-    n, w = sorted_rows.shape
-    wp = 1 << int(w).bit_length()  # > w: rows padded with +inf to a power of two
-    padded = np.full((n, wp), np.inf, dtype=sorted_rows.dtype)
-    padded[:, :w] = sorted_rows
-    flat = padded.reshape(-1)
-    out = np.empty(target.shape, dtype=np.int64)
-    for a in range(0, target.shape[0], slice_size):
-        base = row[a:a + slice_size] * wp
-        at = base.copy()  # base + how many entries are known to be < target
-        tgt = target[a:a + slice_size]
-        step = wp >> 1
-        while step:
-            at += step * (flat[at + (step - 1)] < tgt)
-            step >>= 1
-        out[a:a + slice_size] = at - base
-    return out
-
-
-def _node_phase(px: dict, thr32: np.ndarray, H: int, W: int, want_areas: bool):
-    """From one group of maps' basins to every threshold's components (NumPy, CPU): threshold
-    index, image (within the group), box and area of each."""
-    nb = px["nb"]
-    T = thr32.shape[1]
-    u, v, p = _basin_pairs(nb, px["seed_img"], px["u"], px["v"], px["p"])
-    levels, kid, parent, height, start, stop, pos = _merge_tree(nb, u, v, p)
-    n_nodes = parent.shape[0]
-    top = np.concatenate([px["seed_score"], levels])  # node n is a component for t <= top[n] ...
-    ptop = np.where(parent >= 0, top[np.maximum(parent, 0)], -np.inf).astype(np.float32)  # ... and t > ptop
-    leaf_of_pos = np.empty(nb, dtype=np.int64)
-    leaf_of_pos[pos] = np.arange(nb)
-    img = px["seed_img"][leaf_of_pos[start]]
-
-    # threshold-index interval [lo, hi) in which each node is a component
-    if (thr32 == thr32[0:1]).all():
-        hi = np.searchsorted(thr32[0], top, side="right")
-        lo = np.searchsorted(thr32[0], ptop, side="right")
-    else:
-        rows = thr32[img]
-        hi = (rows <= top[:, None]).sum(1)
-        lo = (rows <= ptop[:, None]).sum(1)
-    lo = np.where(parent >= 0, lo, 0)  # a root stays a component down to the lowest threshold
-    count = hi - lo
-    live = np.flatnonzero(count)             # nodes that are a component at some threshold,
-    live = live[np.argsort(img[live], kind="stable")]  # grouped by image
-    count = count[live]
-    M = int(count.sum())
-    entry_node = np.repeat(np.arange(live.shape[0]), count)
-    first = np.cumsum(count) - count
-    j = lo[live][entry_node] + (np.arange(M) - first[entry_node])
-    t = thr32[img[live][entry_node], j]
-
-    # column/row profiles of every node: maxima over its children, one tree height at a time
-    prof = np.empty((n_nodes, W + H), dtype=np.float32)
-    prof[:nb, :W], prof[:nb, W:] = px["colmax"], px["rowmax"]
-    merges = np.argsort(height[nb:], kind="stable") + nb
-    edges = np.flatnonzero(np.diff(height[merges])) + 1
-    for group in np.split(merges, edges) if merges.size else ():
-        k = kid[group - nb]
-        prof[group] = np.maximum(prof[k[:, 0]], prof[k[:, 1]])
-    prof = prof[live]
-    colp, rowp = prof[:, :W], prof[:, W:]
-    # the four box sides at once: x1 = columns left of the first column reaching t, etc.
-    n_live, wpad = live.shape[0], max(W, H)
-    side = np.full((4, n_live, wpad), np.inf, dtype=np.float32)
-    side[0, :, :W] = np.maximum.accumulate(colp, 1)
-    side[1, :, :H] = np.maximum.accumulate(rowp, 1)
-    side[2, :, :W] = np.maximum.accumulate(colp[:, ::-1], 1)
-    side[3, :, :H] = np.maximum.accumulate(rowp[:, ::-1], 1)
-    rows4 = (np.arange(4)[:, None] * n_live + entry_node[None]).reshape(-1)
-    below = _count_below(side.reshape(4 * n_live, wpad), rows4, np.tile(t, 4)).reshape(4, M)
-    boxes = np.stack([below[0], below[1], W - below[2], H - below[3]], 1).astype(np.float32)
-    if want_areas:  # pixels >= t_j of a node: prefix sums over the leaf order, per threshold
-        above = px["hist"][leaf_of_pos][:, ::-1].cumsum(1)[:, ::-1][:, 1:]  # (nb, T)
-        q = np.zeros((nb + 1, T), dtype=np.int64)
-        np.cumsum(above, axis=0, out=q[1:])
-        n = live[entry_node]
-        areas = q[stop[n], j] - q[start[n], j]
-    else:
-        areas = np.full(M, -1, dtype=np.int64)
-    return j, img[live][entry_node], boxes, areas
-
-
-def _components_chunk(xp, s, thr32: np.ndarray, want_areas: bool, budget: int = 1 << 23):
-    """Components of every threshold for a chunk of maps (NumPy arrays). The per-basin work is
-    done for groups of maps small enough that its arrays stay within ~``budget`` numbers (noisy
-    maps have thousands of basins)."""
-    B, H, W = s.shape
-    T = thr32.shape[1]
-    px = _pixel_pass(xp, s, thr32, want_areas)
-    per_img = np.bincount(px["seed_img"], minlength=B)
-    cost = per_img * 2 * (W + H + 4 * max(W, H) + (T if want_areas else 0))
-    first = np.concatenate([[0], np.cumsum(per_img)])
-    out, b0 = [], 0
-    while b0 < B:
-        b1 = b0 + 1
-        while b1 < B and cost[b0:b1 + 1].sum() <= budget:
-            b1 += 1
-        lo, hi = first[b0], first[b1]
-        keep = (px["u"] >= lo) & (px["u"] < hi)
-        sub = dict(nb=int(hi - lo), seed_img=px["seed_img"][lo:hi] - b0, seed_score=px["seed_score"][lo:hi],
-                   colmax=px["colmax"][lo:hi], rowmax=px["rowmax"][lo:hi],
-                   u=px["u"][keep] - lo, v=px["v"][keep] - lo, p=px["p"][keep])
-        if want_areas:
-            sub["hist"] = px["hist"][lo:hi]
-        j, img, boxes, areas = _node_phase(sub, thr32[b0:b1], H, W, want_areas)
-        out.append((j, img + b0, boxes, areas))
-        b0 = b1
-    return tuple(np.concatenate([o[k] for o in out]) for k in range(4))
+    ``maps``, ``thresholds`` and ``normalize`` as in :func:`components_at_thresholds`. Lesson 03.
+    """
+    m, _ = as_maps(maps)
+    B, H, W = m.shape
+    thr = _as_thresholds(thresholds, B)
+    if normalize:
+        m = minmax_normalize(m)
+    found = []  # (threshold index, image, x1, y1, x2, y2, pixels) of every component
+    for b in range(B):
+        scores = m[b].cpu().double().numpy()
+        for j, t in enumerate(thr[b]):
+            labels, n = ndimage.label(scores >= t, structure=_EIGHT)
+            pixels = np.bincount(labels.ravel(), minlength=n + 1)[1:]
+            for (ys, xs), area in zip(ndimage.find_objects(labels), pixels):
+                found.append((j, b, xs.start, ys.start, xs.stop, ys.stop, area))
+    rows = np.array(found, dtype=np.int64).reshape(-1, 7)
+    return _pack(thr, H, W, rows[:, 0], rows[:, 1], rows[:, 2:6].astype(np.float32), rows[:, 6], m.device)
 
 
 def components_at_thresholds(maps, thresholds, *, normalize: bool = False, areas: bool = True,
                              backend: str = "auto", chunk_pixels: int = 1 << 19) -> ThresholdComponents:
-    """Every 8-connected component of ``{map >= t}`` for every threshold ``t``, for every map, in
-    one pass per map (no loop over thresholds; the module docstring explains the method).
+    """The same components as :func:`components_per_threshold`, in one pass per map: no loop over
+    thresholds (``camlib._components`` explains the method).
 
     ``maps``: ``(B, H, W)``; ``thresholds``: ascending, ``(T,)`` shared or ``(B, T)`` per map,
-    compared as ``float64(map) >= t``; ``normalize``: min-max normalize each map first (a constant
-    map becomes all zeros, as in Choe et al.'s code); ``areas``: also count pixels (needed to pick
-    the largest component; skip it when every component counts); ``backend``: ``"numpy"`` (the
-    fast CPU path), ``"torch"`` (tensor ops on the maps' device, the GPU path) or ``"auto"``
-    (NumPy for CPU tensors, torch otherwise). The per-basin merge (Kruskal over the few basin
-    borders) always runs on the CPU. Maps are processed in chunks of ~``chunk_pixels`` pixels.
-    Lesson 03.
+    compared as ``float64(map) >= t``; ``normalize``: min-max normalize each map first
+    (:func:`minmax_normalize`); ``areas``: also count pixels (needed to pick the largest
+    component; skip it when every component counts); ``backend``: ``"numpy"`` (the fast CPU
+    path), ``"torch"`` (tensor ops on the maps' device, the GPU path) or ``"auto"`` (NumPy for
+    CPU tensors, torch otherwise). The per-basin merge always runs on the CPU. Maps are processed
+    in chunks of ~``chunk_pixels`` pixels. Lesson 03.
     """
     m, _ = as_maps(maps)
     B, H, W = m.shape
+    thr = _as_thresholds(thresholds, B)
+    j, img, boxes, pixels = _components.every_threshold(
+        m, thr, backend=_pick_backend(backend, m.device), normalize=normalize, areas=areas,
+        chunk_pixels=chunk_pixels)
+    return _pack(thr, H, W, j, img, boxes, pixels, m.device)
+
+
+def _as_thresholds(thresholds, B: int) -> np.ndarray:
+    """Thresholds as an ascending float64 ``(B, T)`` array (a shared ``(T,)`` grid repeated)."""
     thr = torch.as_tensor(thresholds, dtype=torch.float64).detach().cpu().numpy()
     if thr.ndim == 1:
         thr = np.broadcast_to(thr[None], (B, thr.shape[0]))
@@ -695,19 +296,14 @@ def components_at_thresholds(maps, thresholds, *, normalize: bool = False, areas
         raise ValueError("thresholds must not be NaN")
     if (np.diff(thr, axis=1) < 0).any():
         raise ValueError("thresholds must be in ascending order")
-    xp = _NumpyOps if _pick_backend(backend, m.device) == "numpy" else _TorchOps
-    thr = np.array(thr, dtype=np.float64, order="C", copy=True)
-    thr32 = _ceil_float32(thr)
-    per = max(1, int(chunk_pixels) // (H * W))
-    parts = []
-    for i in range(0, B, per):  # chunks keep the pixel pass in cache
-        chunk = _minmax(m[i:i + per]) if normalize else m[i:i + per]
-        parts.append(_components_chunk(xp, xp.asarray(chunk), thr32[i:i + per], areas))
-    dev = m.device
-    cat = lambda k, off=False: torch.from_numpy(np.concatenate(  # noqa: E731
-        [p[k] + (i * per if off else 0) for i, p in enumerate(parts)])).to(dev)
-    return ThresholdComponents(thresholds=torch.from_numpy(thr.copy()).to(dev), height=H, width=W,
-                               threshold_index=cat(0), image=cat(1, True), boxes=cat(2), areas=cat(3))
+    return np.array(thr, dtype=np.float64, order="C", copy=True)
+
+
+def _pack(thr: np.ndarray, H: int, W: int, j, img, boxes, pixels, device) -> ThresholdComponents:
+    tensor = lambda a, dtype: torch.from_numpy(np.ascontiguousarray(a, dtype=dtype)).to(device)  # noqa: E731
+    return ThresholdComponents(thresholds=tensor(thr, np.float64), height=H, width=W,
+                               threshold_index=tensor(j, np.int64), image=tensor(img, np.int64),
+                               boxes=tensor(boxes, np.float32).reshape(-1, 4), areas=tensor(pixels, np.int64))
 
 
 def largest_per_threshold(comps: ThresholdComponents) -> tuple[torch.Tensor, torch.Tensor]:
@@ -736,19 +332,12 @@ def largest_per_threshold(comps: ThresholdComponents) -> tuple[torch.Tensor, tor
 
 
 def minmax_normalize(maps) -> torch.Tensor:
-    """Each map scaled to [0, 1] by ``(m - min) / (max - min)`` (float32); a constant map becomes all
-    zeros (Choe et al. 2020's convention). Lesson 03."""
+    """Each map scaled to [0, 1] by ``(m - min) / (max - min)``, float32 ``(B, H, W)`` (or
+    ``(H, W)``): :func:`camlib.cam.normalize` (``"minmax"``, whose rule makes a constant map all
+    zeros, as in Choe et al. 2020's code) after this module's map checks. Lesson 03."""
     m, single = as_maps(maps)
-    out = _minmax(m)
+    out = cam.normalize(m, "minmax")
     return out[0] if single else out
-
-
-def _minmax(m: torch.Tensor) -> torch.Tensor:
-    lo = m.amin(dim=(1, 2), keepdim=True)
-    hi = m.amax(dim=(1, 2), keepdim=True)
-    span = hi - lo
-    flat = span <= 0
-    return (m - lo) / torch.where(flat, torch.ones_like(span), span) * (~flat)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -772,8 +361,7 @@ def heuristic_boxes(maps, thresholds=OFFICIAL_HEURISTIC_THRESHOLDS) -> torch.Ten
     B, H, W = m.shape
     comps = components_at_thresholds(scaled, vals.to(m.device)[None].expand(B, -1))
     boxes, found = largest_per_threshold(comps)  # (K, B, 4)
-    whole = torch.tensor([0.0, 0.0, W, H], device=boxes.device)
-    boxes = torch.where(found[..., None], boxes, whole).transpose(0, 1)
+    boxes = _or_whole_image(boxes, found, H, W).transpose(0, 1)
     return boxes[0] if single else boxes
 
 

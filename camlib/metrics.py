@@ -63,22 +63,43 @@ def _gt_list(gt_boxes, n: int, name: str = "gt_boxes") -> list[torch.Tensor]:
             g = g[None]
         if g.ndim != 2 or g.shape[-1] != 4:
             raise ValueError(f"{name}[{i}] must be (N, 4), got {tuple(g.shape)}")
-        out.append(g.detach().to("cpu", torch.float64))
+        out.append(_ordered(g.detach().to("cpu", torch.float64), f"{name}[{i}]"))
     return out
+
+
+def _ordered(b: torch.Tensor, name: str) -> torch.Tensor:
+    """Boxes must be finite with ``x1 <= x2`` and ``y1 <= y2`` (a reversed box gives IoU NaN)."""
+    if b.numel() and not torch.isfinite(b).all():
+        raise ValueError(f"{name} must be finite; got {b[~torch.isfinite(b).all(-1)].tolist()[:3]}")
+    bad = (b[..., 2] < b[..., 0]) | (b[..., 3] < b[..., 1])
+    if bool(bad.any()):
+        raise ValueError(f"{name}: boxes must be (x1, y1, x2, y2) with x1 <= x2 and y1 <= y2; got "
+                         f"{b[bad].tolist()[:3]}")
+    return b
+
+
+def _nonempty(n: int, what: str) -> None:
+    if n == 0:
+        raise ValueError(f"{what} of an empty batch is undefined; got 0 images")
 
 
 def _boxes(boxes, name: str, ndim: int = 2) -> torch.Tensor:
     if not isinstance(boxes, torch.Tensor) or boxes.ndim != ndim or boxes.shape[-1] != 4:
         want = "(B, 4)" if ndim == 2 else "(B, P, 4)"
         raise ValueError(f"{name} must be a {want} tensor, got {getattr(boxes, 'shape', type(boxes))}")
-    return boxes.detach().to("cpu", torch.float64)
+    return _ordered(boxes.detach().to("cpu", torch.float64), name)
 
 
-def _labels(labels, n: int) -> torch.Tensor:
+def _labels(labels, n: int, num_classes: int | None = None) -> torch.Tensor:
     labels = torch.as_tensor(labels)
-    if labels.ndim != 1 or labels.shape[0] != n or labels.is_floating_point():
+    if labels.ndim != 1 or labels.shape[0] != n or labels.is_floating_point() or labels.dtype == torch.bool:
         raise ValueError(f"labels must be an int tensor of shape ({n},), got {labels.dtype} {tuple(labels.shape)}")
-    return labels.detach().cpu().long()
+    labels = labels.detach().cpu().long()
+    hi = num_classes if num_classes is not None else None
+    if labels.numel() and (int(labels.min()) < 0 or (hi is not None and int(labels.max()) >= hi)):
+        raise ValueError(f"labels must lie in [0, {hi if hi is not None else 'C'}); got min {int(labels.min())}, "
+                         f"max {int(labels.max())}")
+    return labels
 
 
 def _iou_thresholds(ious) -> tuple[float, ...]:
@@ -108,12 +129,15 @@ def classification_error(logits_or_classes: torch.Tensor, labels, k: int = 1) ->
     x = logits_or_classes
     if not isinstance(x, torch.Tensor) or x.ndim != 2:
         raise ValueError(f"expected logits (B, C) or ranked classes (B, P), got {getattr(x, 'shape', type(x))}")
-    lab = _labels(labels, x.shape[0])
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k must be a positive int (top-k); got {k!r}")
+    _nonempty(x.shape[0], "classification_error")
+    lab = _labels(labels, x.shape[0], x.shape[1] if x.is_floating_point() else None)
     ranked = topk_classes(x, k) if x.is_floating_point() else x.detach().cpu().long()
     if ranked.shape[1] < k:
         raise ValueError(f"k={k} but only {ranked.shape[1]} ranked classes were given")
     hit = (ranked[:, :k].cpu() == lab[:, None]).any(1)
-    return float(1.0 - hit.double().mean()) if len(lab) else 0.0
+    return float(1.0 - hit.double().mean())
 
 
 # ----------------------------------------------------------------------------------------------
@@ -133,14 +157,18 @@ def best_iou(pred_boxes: torch.Tensor, gt_boxes) -> torch.Tensor:
 
 def mean_iou(pred_boxes: torch.Tensor, gt_boxes) -> float:
     """Mean over images of :func:`best_iou`. Lesson 01."""
-    return float(best_iou(pred_boxes, gt_boxes).mean())
+    ious = best_iou(pred_boxes, gt_boxes)
+    _nonempty(len(ious), "mean_iou")
+    return float(ious.mean())
 
 
 def box_accuracy(pred_boxes: torch.Tensor, gt_boxes, iou_threshold: float = 0.5) -> float:
     """Fraction of images whose box has IoU ``>= iou_threshold`` with a ground-truth box.
     Lesson 01 (the GAP-versus-GMP comparison)."""
     (thr,) = _iou_thresholds([iou_threshold])
-    return float((best_iou(pred_boxes, gt_boxes) >= thr).double().mean())
+    ious = best_iou(pred_boxes, gt_boxes)
+    _nonempty(len(ious), "box_accuracy")
+    return float((ious >= thr).double().mean())
 
 
 def gt_known_accuracy(pred_boxes: torch.Tensor, gt_boxes, iou_threshold: float = 0.5) -> float:
@@ -184,7 +212,8 @@ def localization_error(pred_classes: torch.Tensor, pred_boxes: torch.Tensor, lab
     IoU ``>= 0.5`` with a ground-truth box. Top-1: ``k=1``; top-5: ``k=5`` (five guesses, e.g. the
     top-5 classes' boxes, or the heuristic's 2+2+1). Paper section 3, Table 2."""
     ok = localization_correct(pred_classes, pred_boxes, labels, gt_boxes, iou_threshold, k)
-    return float(1.0 - ok.double().mean()) if len(ok) else 0.0
+    _nonempty(len(ok), "localization_error")
+    return float(1.0 - ok.double().mean())
 
 
 def mask_coverage(regions, masks) -> torch.Tensor:

@@ -30,6 +30,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .data.download import DownloadError
+
 Pool = Literal["gap", "gmp"]
 
 
@@ -83,8 +85,20 @@ class CAMNet(nn.Module):
         return self.classifier.in_features
 
     def forward(self, x: torch.Tensor) -> CAMOutput:
+        """``x``: float ``(B, 3, H, W)``, normalized as the model expects. A float dtype other than
+        the weights' (float64, half on the CPU) is converted; uint8 or integer images are refused
+        (they need the dataset's normalization first: ``dataset.normalize`` or ``batch()``)."""
+        if not isinstance(x, torch.Tensor):
+            raise ValueError(f"{self.name} expects a torch tensor of images (B, 3, H, W); got {type(x).__name__}")
         if x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"{self.name} expects images of shape (B, 3, H, W); got {tuple(x.shape)}")
+        if not x.is_floating_point():
+            hint = (" uint8 pixels must be normalized first (dataset.normalize(images), or take batches with "
+                    "dataset.batch(...), which normalizes)") if x.dtype == torch.uint8 else ""
+            raise ValueError(f"{self.name} expects floating-point images, normalized; got dtype {x.dtype}.{hint}")
+        p = next(self.parameters(), None)
+        if p is not None and x.dtype != p.dtype and not torch.is_autocast_enabled(x.device.type):
+            x = x.to(p.dtype)                       # same values, the weights' precision
         features = self.backbone(x)
         logits = self.classifier(self.dropout(global_pool(features, self.pool)))
         return CAMOutput(logits, features)
@@ -161,9 +175,17 @@ class _GoogLeNetTrunk(nn.Module):
 def googlenet_gap(num_classes: int = 1000, weights=None, pool: Pool = "gap", **kwargs) -> CAMNet:
     """GoogLeNet-GAP: cut after inception4e (832 channels, 14x14 at 224 px), then the CAM conv."""
     from torchvision.models import googlenet
-    kwargs.setdefault("aux_logits", False)       # the paper's GoogLeNet-GAP has no auxiliary heads
     if weights is None:
+        kwargs.setdefault("aux_logits", False)    # the paper's GoogLeNet-GAP has no auxiliary heads
         kwargs.setdefault("init_weights", False)  # PyTorch's default init; avoids a slow scipy path
+    elif kwargs.get("aux_logits", False) or kwargs.get("init_weights", False):
+        raise ValueError("googlenet_gap with pretrained weights takes neither aux_logits=True nor init_weights=True "
+                         f"(the trunk ends at inception4e, before the auxiliary heads); got {kwargs}")
+    else:
+        # torchvision insists on building the auxiliary heads to load the ImageNet checkpoint (which has
+        # them) and removes them afterwards when aux_logits was not asked for; it refuses aux_logits=False.
+        kwargs.pop("aux_logits", None)
+        kwargs.pop("init_weights", None)
     base = googlenet(weights=weights, **kwargs)
     return CAMNet(nn.Sequential(_GoogLeNetTrunk(base), _cam_conv(832)), 1024, num_classes, pool,
                   name=f"googlenet-{pool}", **_IMNET)
@@ -225,11 +247,69 @@ BUILDERS = {
 }
 
 
+#: The torchvision network each builder starts from (its ``weights=`` are that network's).
+TORCHVISION_BASES = {"alexnet_gap": "alexnet", "vgg16_gap": "vgg16", "googlenet_gap": "googlenet",
+                     "resnet50_cam": "resnet50"}
+
+
+class WeightsDownloadError(DownloadError):
+    """Pretrained weights were asked for, are not on disk, and could not be downloaded."""
+
+
+def _weights_download_error(arch: str, weights, err: BaseException, who: str) -> WeightsDownloadError:
+    """One sentence: which weights, why they could not be fetched, and what to do about it."""
+    import os
+    import urllib.error
+    from urllib.parse import urlparse
+    folder = os.path.join(torch.hub.get_dir(), "checkpoints")
+    what, url, file = f"{arch} weights {weights!r}", None, None
+    try:
+        from torchvision.models import get_model_weights
+        w = get_model_weights(arch).verify(weights)
+        what, url = f"{type(w).__name__}.{w.name}", w.url
+        file = os.path.basename(urlparse(url).path)
+    except Exception:  # an unknown weights name: say what was asked for, without the address
+        pass
+    if isinstance(err, urllib.error.HTTPError):
+        why = f"the server answered HTTP {err.code}"
+    else:
+        reason = getattr(err, "reason", err)
+        why = f"there is no network connection ({type(reason).__name__}: {reason})"
+    where = f" from {url}" if url else ""
+    todo = (f"connect to the internet and run again, or put {file} (downloaded elsewhere) into {folder}/"
+            if file else "connect to the internet and run again")
+    return WeightsDownloadError(f"Could not download the pretrained weights {what} for {who}{where}: {why}; "
+                                f"{todo}, or pass weights=None to start from random weights.")
+
+
+def torchvision_model(arch: str, weights=None, *, who: str | None = None, **kwargs) -> nn.Module:
+    """torchvision's ``arch`` (e.g. ``"resnet50"``) with ``weights``; a failed weight download raises
+    :class:`WeightsDownloadError` saying which file is missing and where to put it, not a raw
+    ``URLError``. torchvision looks for the file in ``torch.hub.get_dir()/checkpoints`` first.
+    Introduced in lesson 03 (the gpu path's pretrained backbones)."""
+    import http.client
+    import urllib.error
+    from torchvision.models import get_model
+    try:
+        return get_model(arch, weights=weights, **kwargs)
+    except (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError) as e:
+        raise _weights_download_error(arch, weights, e, who or arch) from e
+
+
 def build(name: str, **kwargs) -> CAMNet:
-    """Build a model by name (see ``BUILDERS``)."""
+    """Build a model by name (see ``BUILDERS``). With ``weights=`` (torchvision's, e.g. ``"DEFAULT"``)
+    a failed download raises :class:`WeightsDownloadError` (one sentence: which file, where it goes)."""
+    import http.client
+    import urllib.error
     if name not in BUILDERS:
         raise ValueError(f"unknown model {name!r}; expected one of {sorted(BUILDERS)}")
-    return BUILDERS[name](**kwargs)
+    weights = kwargs.get("weights")
+    try:
+        return BUILDERS[name](**kwargs)
+    except (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError) as e:
+        if weights is None or name not in TORCHVISION_BASES:
+            raise
+        raise _weights_download_error(TORCHVISION_BASES[name], weights, e, name) from e
 
 
 def imagenet_categories() -> list[str]:
@@ -247,7 +327,7 @@ def preprocess_imagenet(images, size: int = 224) -> torch.Tensor:
         a = np.asarray(a)
         if a.ndim != 3 or a.shape[2] != 3 or a.dtype != np.uint8:
             raise ValueError(f"expected an RGB uint8 image of shape (H, W, 3); got {a.dtype} {a.shape}")
-        t = torch.from_numpy(a).permute(2, 0, 1).float().unsqueeze(0) / 255.0
+        t = torch.tensor(a).permute(2, 0, 1).float().unsqueeze(0) / 255.0   # a copy: package photos are read-only
         out.append(F.interpolate(t, size=(size, size), mode="bilinear", antialias=True, align_corners=False))
     x = torch.cat(out)
     mean = torch.tensor(_IMNET["input_mean"]).view(1, 3, 1, 1)

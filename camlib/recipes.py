@@ -104,6 +104,8 @@ class Recipe:
              "n_train": None, "n_val": None, "image_size": self.image_size, "cache_size": self.cache_size,
              "weights": None}
         s.update(self.profiles.get(profile, {}))
+        if _config.is_tiny():     # CAMLIB_SCALE=tiny: the profile's code path, a few images and steps
+            s.update(TINY)
         return s
 
 
@@ -117,6 +119,11 @@ _CUB_PROFILES = {
     "cpu": dict(n_train=256, n_val=64, steps=8, batch_size=8, image_size=224, cache_size=256),
     "gpu": dict(weights="DEFAULT"),
 }
+
+
+#: What ``CAMLIB_SCALE=tiny`` changes in any recipe (``make test-gpu-path``: same branches, the
+#: gpu profile's weights and image sizes, a few images and steps).
+TINY = dict(n_train=8, n_val=4, steps=2, batch_size=2)
 
 
 def _h100_estimate(model: str, images: int, what: str) -> Timing:
@@ -302,7 +309,7 @@ def build_data(recipe: Recipe, settings: dict[str, Any], *, progress: bool = Tru
     size, csize = settings["image_size"], settings["cache_size"] or settings["image_size"]
     if recipe.dataset == "cub":
         from .data.cub import CUB200
-        tr_raw, va_raw = CUB200(split="train"), CUB200(split="test")
+        tr_raw, va_raw = CUB200(split="train", download=True, progress=progress), CUB200(split="test")
     elif recipe.dataset == "ilsvrc":
         from .data.ilsvrc import ILSVRCVal
         tr_raw, va_raw = _ImageFolderDicts(_ilsvrc_train_root()), ILSVRCVal()
@@ -357,6 +364,47 @@ def evaluate_localization(model, data, *, device, batch_size: int = 128, chunk: 
             "MaxBoxAccV2": float((curve / n).max(0).mean())}
 
 
+@torch.no_grad()
+def evaluate_stream(model, dataset, *, device, batch_size: int = 64, limit: int | None = None,
+                    num_workers: int = 2, topk: int = 5) -> dict[str, Any]:
+    """Top-1/top-k localization error and GT-known MaxBoxAccV2 of ``model`` on a file-backed
+    dataset (ILSVRC val, CUB: samples of one size), *streamed*: each batch's maps go through the
+    metrics and are dropped, so memory is one batch whatever the dataset's size (all 50,000 ILSVRC
+    maps at 224 px would be ~10 GB of float32). Both numbers are means over images, so the batches'
+    sums give exactly the whole set's value. ``limit``: the first ``limit`` images only. Lesson 03.
+    """
+    from . import cam, localize, metrics
+    from .data.common import collate_samples
+    if limit is not None and (isinstance(limit, bool) or int(limit) < 1):
+        raise ValueError(f"limit must be a positive number of images or None; got {limit!r}")
+    n_all = len(dataset)
+    data = dataset if limit is None or int(limit) >= n_all else torch.utils.data.Subset(dataset, range(int(limit)))
+    loader = torch.utils.data.DataLoader(data, batch_size=batch_size, num_workers=num_workers,
+                                         collate_fn=collate_samples)
+    device = torch.device(device)
+    dtype = _train.amp_dtype(device)
+    model = model.eval().to(device)
+    n, err1, errk, curve = 0, 0.0, 0.0, None
+    for b in loader:
+        x, labels = b["image"].to(device), b["label"]
+        size = tuple(x.shape[-2:])
+        with torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+            logits, mk, ck = cam.cams(model, x, topk=min(topk, model.num_classes), size=size)
+            _, mg, _ = cam.cams(model, x, labels.to(device), size=size)
+        k, m = ck.shape[1], len(labels)
+        boxes = localize.boxes_from_maps(mk.flatten(0, 1).float().cpu()).view(m, k, 4)
+        err1 += metrics.localization_error(ck.cpu(), boxes, labels, b["boxes"], k=1) * m
+        errk += metrics.localization_error(ck.cpu(), boxes, labels, b["boxes"], k=k) * m
+        part = metrics.max_box_acc_v2(mg[:, 0].float().cpu(), b["boxes"]).curve * m
+        curve = part if curve is None else curve + part
+        n += m
+        del logits, mk, mg, boxes
+    if n == 0:
+        raise ValueError("the dataset is empty: nothing to evaluate")
+    return {"images": n, "top-1 loc err": err1 / n, f"top-{topk} loc err": errk / n,
+            "MaxBoxAccV2": float((curve / n).max(0).mean())}
+
+
 def compare(expected: tuple[Expected, ...], ours: dict[str, float]) -> list[dict[str, Any]]:
     """Each expected number beside ours (in the expected number's unit), where we measured it."""
     rows = []
@@ -407,7 +455,7 @@ def run(name: str, profile: str = "smoke", *, device=None, steps: int | None = N
     aug = GPUAugment.like(tr, s["image_size"], seed=seed, **recipe.augment) if recipe.augment else None
     if checkpoint is None:
         from .data.common import data_root
-        checkpoint = data_root() / "checkpoints" / f"{name}-{profile}.pt"
+        checkpoint = data_root() / "checkpoints" / f"{name}-{profile}{'-tiny' if _config.is_tiny() else ''}.pt"
     t1 = time.perf_counter()
     hist = _train.fit(model, tr, None, steps=total, device=dev, checkpoint=checkpoint, resume=resume,
                       progress=progress, augment=aug, compile=compile, seed=seed, **cfg)
@@ -474,6 +522,8 @@ def main(argv: list[str] | None = None) -> int:
     if a.recipe not in RECIPES:
         ap.error(f"unknown recipe {a.recipe!r}; expected one of {sorted(RECIPES)}")
     profile = a.profile or _config.default_profile_name()
+    from .data.common import DatasetNotFoundError
+    from .data.download import ChecksumError, DownloadError
     try:
         report = run(a.recipe, profile, device=a.device, steps=a.steps, batch_size=a.batch_size,
                      checkpoint=a.checkpoint, resume=a.resume, progress=not a.no_progress, compile=a.compile,
@@ -484,13 +534,16 @@ def main(argv: list[str] | None = None) -> int:
             if a.json:
                 Path(a.json).parent.mkdir(parents=True, exist_ok=True)
                 Path(a.json).write_text(text)
+    except (DatasetNotFoundError, DownloadError, ChecksumError) as e:
+        print(f"python -m camlib.train: {e}", file=sys.stderr)
+        return 2
     finally:
         _dist.cleanup()
     return 0
 
 
-__all__ = ["Recipe", "Expected", "Timing", "RECIPES", "H100_IMAGES_PER_S", "get", "run",
-           "build_data", "evaluate_localization", "compare", "describe", "main"]
+__all__ = ["Recipe", "Expected", "Timing", "RECIPES", "H100_IMAGES_PER_S", "TINY", "get", "run",
+           "build_data", "evaluate_localization", "evaluate_stream", "compare", "describe", "main"]
 
 
 if __name__ == "__main__":

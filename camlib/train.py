@@ -4,7 +4,8 @@
 only (the paper's weak supervision: boxes and masks are never shown to the loss). It
 
 * draws the data order from ``(seed, epoch)`` alone, so a resumed run sees the same batches;
-* uses mixed precision on CUDA (bf16 where supported, else fp16 with a gradient scaler) and
+* uses mixed precision on CUDA (bf16 where the GPU has it natively, compute capability >= 8.0;
+  else fp16 with a gradient scaler, e.g. on Colab's T4) and
   channels-last memory, and plain fp32 on the CPU;
 * validates after every epoch (and at the end) and keeps a history;
 * writes a checkpoint (model, optimizer, schedule, scaler, RNG states, the augmenter's generator,
@@ -86,6 +87,11 @@ class TrainConfig:
             raise ValueError(f"head_lr_mult must be positive, got {self.head_lr_mult!r}")
         if self.sync_bn not in ("auto", True, False):
             raise ValueError(f"sync_bn must be 'auto', True or False, got {self.sync_bn!r}")
+        for name in ("checkpoint_every", "eval_every"):
+            v = getattr(self, name)
+            if (v is not None or name == "checkpoint_every") and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                raise ValueError(f"{name} must be a positive int (steps){' or None' if name == 'eval_every' else ''}; "
+                                 f"got {v!r}")
 
 
 @dataclass
@@ -176,13 +182,33 @@ def steps_per_epoch(n: int, batch_size: int) -> int:
 
 # ------------------------------------------------------------------------------- precision, state
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether CUDA ``device`` computes in bf16 in hardware (compute capability 8.0 or more: A100, L4,
+    H100...). A T4 (7.5) or V100 (7.0) only *emulates* bf16 (``torch.cuda.is_bf16_supported()`` says
+    yes all the same), slower than fp16 and without its tensor cores."""
+    if device.type != "cuda" or not torch.cuda.is_available():
+        return False
+    major, _minor = torch.cuda.get_device_capability(device)
+    return major >= 8
+
+
 def amp_dtype(device: torch.device, amp: str = "auto") -> torch.dtype | None:
-    """The autocast dtype for ``device``: bf16 on CUDA where supported, else fp16; none on the CPU."""
+    """The autocast dtype for ``device``: on CUDA, bf16 where the hardware has it (:func:`native_bf16`),
+    else fp16 (trained with a gradient scaler, see :func:`grad_scaler`); none on the CPU or MPS.
+    ``amp="bf16"``/``"fp16"`` force one, ``"off"`` none."""
+    if amp not in ("auto", "bf16", "fp16", "off"):
+        raise ValueError(f"amp must be 'auto', 'bf16', 'fp16' or 'off', got {amp!r}")
     if amp == "off" or device.type != "cuda":
         return None
-    if amp == "bf16" or (amp == "auto" and torch.cuda.is_bf16_supported()):
+    if amp == "bf16" or (amp == "auto" and native_bf16(device)):
         return torch.bfloat16
     return torch.float16
+
+
+def grad_scaler(device: torch.device, dtype: torch.dtype | None) -> torch.amp.GradScaler:
+    """The gradient scaler for a run in ``dtype``: enabled for fp16 (its small range underflows small
+    gradients without it), a no-op otherwise (bf16 has fp32's range; fp32 needs none)."""
+    return torch.amp.GradScaler("cuda", enabled=(device.type == "cuda" and dtype == torch.float16))
 
 
 def _rng_state() -> dict[str, Any]:
@@ -200,20 +226,113 @@ def _set_rng_state(st: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(st["cuda"])
 
 
-def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
-    """Write ``state`` atomically: a crash mid-write never leaves a broken checkpoint."""
+class CheckpointError(ValueError):
+    """A checkpoint file cannot be read (truncated, empty, not a checkpoint); the message names it."""
+
+
+def previous_checkpoint(path: str | os.PathLike) -> Path:
+    """Where :func:`save_checkpoint` keeps the checkpoint it replaced: ``<path>.prev``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    return path.with_name(path.name + ".prev")
+
+
+def check_checkpoint_path(path: str | os.PathLike) -> Path:
+    """A checkpoint path that can be written: not a folder, its folder creatable. Checked before training."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"checkpoint must be a file path, not a folder; got {path} (try {path / 'run.pt'})")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"cannot create the folder of the checkpoint {path}: {e}") from e
+    if not os.access(path.parent, os.W_OK):
+        raise ValueError(f"the folder of the checkpoint {path} is not writable")
+    return path
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
+    """Write ``state`` atomically: a crash mid-write never leaves a broken checkpoint. The checkpoint
+    it replaces is kept as ``<path>.prev`` (:func:`load_checkpoint` falls back to it)."""
+    path = check_checkpoint_path(path)
     tmp = path.with_name(path.name + ".tmp")
     torch.save(state, tmp)
+    if path.is_file():
+        os.replace(path, previous_checkpoint(path))
     os.replace(tmp, path)
 
 
-def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+def _read_checkpoint(path: Path) -> dict[str, Any]:
+    try:
+        st = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:       # EOFError, UnpicklingError, RuntimeError (zip), OSError ... all mean: unreadable
+        raise CheckpointError(f"{type(e).__name__}: {e}") from e
+    if not isinstance(st, dict):
+        raise CheckpointError(f"it holds a {type(st).__name__}, not a checkpoint dict")
+    return st
+
+
+def load_checkpoint(path: str | os.PathLike, fallback: bool = True) -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint` (on the CPU).
+
+    A truncated, empty or garbage file raises :class:`CheckpointError` naming it and saying what to
+    do -- unless ``fallback`` and the previous checkpoint (``<path>.prev``) reads: then a warning
+    names both and the previous one is returned. Lesson 01 (resuming after a disconnect).
+    """
     path = Path(path)
-    if not path.is_file():
+    prev = previous_checkpoint(path)
+    if path.is_dir():
+        raise ValueError(f"checkpoint must be a file path, not a folder; got {path}")
+    if not path.is_file() and not (fallback and prev.is_file()):
         raise ValueError(f"no checkpoint at {path}")
-    return torch.load(path, map_location="cpu", weights_only=False)
+    why = "it is missing"
+    if path.is_file():
+        try:
+            return _read_checkpoint(path)
+        except CheckpointError as e:
+            why = str(e)
+    if fallback and prev.is_file():
+        try:
+            st = _read_checkpoint(prev)
+        except CheckpointError:
+            pass
+        else:
+            import warnings
+            warnings.warn(f"checkpoint {path} cannot be read ({why}); using the previous one, {prev} "
+                          f"(step {st.get('step', '?')})", stacklevel=2)
+            return st
+    raise CheckpointError(f"checkpoint {path} cannot be read ({why}): it is truncated, empty or not a "
+                          "checkpoint, and no readable previous checkpoint (.prev) is beside it. Move it away "
+                          "or delete it to start the run afresh (or pass another checkpoint path)")
+
+
+#: Settings that may change between a run and its resumption (they do not change the weights).
+_RESUMABLE = ("eval_every", "checkpoint_every")
+
+
+def _data_identity(data) -> dict[str, Any]:
+    """A cheap fingerprint of a training set: class, size, name, labels and a strided sample of pixels."""
+    import hashlib
+    meta = getattr(data, "meta", None)
+    if isinstance(meta, dict) and "identity" in meta:      # a decoded-image cache knows its source
+        return {"cache": hashlib.sha1(repr((meta["identity"], meta.get("size"), meta.get("rows"))).encode())
+                .hexdigest()[:16], "n": len(data)}
+    ident: dict[str, Any] = {"class": type(data).__name__, "n": len(data)}
+    if _is_tensor_dataset(data):
+        h = hashlib.sha1(data.labels.cpu().numpy().tobytes())
+        step = max(1, len(data) // 256)
+        h.update(np.ascontiguousarray(data.images[::step].cpu().numpy()).tobytes())
+        ident["content"] = h.hexdigest()[:16]
+    return ident
+
+
+def _resume_differences(st: dict[str, Any], cfg: "TrainConfig", data_id: dict[str, Any]) -> list[str]:
+    """The settings of this run that differ from those the checkpoint was written with."""
+    old = st.get("config", {})
+    now = asdict(cfg)
+    diff = [f"{k}={old[k]!r} (now {now[k]!r})" for k in now if k in old and k not in _RESUMABLE and old[k] != now[k]]
+    if st.get("data") is not None and st["data"] != data_id:
+        diff.append(f"dataset {st['data']} (now {data_id})")
+    return diff
 
 
 def _param_groups(model, cfg: TrainConfig) -> list[dict[str, Any]]:
@@ -237,8 +356,11 @@ def _make_optimizer(model, cfg: TrainConfig):
     else:
         opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
     if cfg.schedule == "onecycle":
+        # torch's OneCycleLR divides by (pct_start * steps - 1): warm up a quarter of the run, or a
+        # little more when that is exactly one step (steps=4 would divide by zero)
+        pct = 0.25 if abs(0.25 * cfg.steps - 1.0) > 1e-9 else 0.3
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[g["lr"] for g in groups], total_steps=cfg.steps,
-                                                    pct_start=0.25)
+                                                    pct_start=pct)
     elif cfg.schedule == "step" and cfg.decay_every:
         sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.decay_every, gamma=0.1)
     elif cfg.schedule == "step":
@@ -252,7 +374,7 @@ def _make_optimizer(model, cfg: TrainConfig):
 
 def fit(model: torch.nn.Module, train, val=None, *, steps: int, batch_size: int = 128, lr: float = 2e-3,
         device: torch.device | str | None = None, checkpoint: str | os.PathLike | None = None,
-        resume: bool = False, progress: bool = True, snapshot_steps=(), on_eval: Callable | None = None,
+        resume: bool | str = False, progress: bool = True, snapshot_steps=(), on_eval: Callable | None = None,
         augment: Callable | None = None, compile: bool = False, prefetch: bool | None = None,
         **kwargs) -> History:
     """Train ``model`` on ``train`` (image-level labels only) for ``steps`` steps; return the history.
@@ -260,8 +382,11 @@ def fit(model: torch.nn.Module, train, val=None, *, steps: int, batch_size: int 
     ``train``/``val``: an :class:`~camlib.data.InMemoryDataset` (or a cache of one,
     :class:`~camlib.data.cache.CachedDataset`) or any dataset of dicts with ``"image"`` and
     ``"label"``. Other keyword arguments go to :class:`TrainConfig`.
-    ``checkpoint``: a file path; with ``resume=True`` and an existing file, the run continues from
-    it. ``snapshot_steps``: steps after which a CPU copy of the weights is kept in the history
+    ``checkpoint``: a file path (checked before training starts); with ``resume=True`` and an
+    existing file, the run continues from it -- only if it was written with the same settings (lr,
+    seed, batch size, ..., and the same training set); otherwise a ``ValueError`` names the
+    differences, unless ``resume="force"``. An unreadable checkpoint falls back to the previous one
+    (:func:`load_checkpoint`). ``snapshot_steps``: steps after which a CPU copy of the weights is kept in the history
     (lesson 01 draws maps from them). ``on_eval(model, row)`` runs after each validation.
     ``augment``: a callable applied on the device to each uint8 training batch (a dict with
     ``"image"`` uint8 ``(B, 3, H, W)`` and ``"label"``) that returns it with a normalized float
@@ -274,8 +399,14 @@ def fit(model: torch.nn.Module, train, val=None, *, steps: int, batch_size: int 
     n = _num(train)
     if n < cfg.batch_size:
         raise ValueError(f"the training set has {n} images, fewer than one batch of {cfg.batch_size}")
+    if resume not in (False, True, "force"):
+        raise ValueError(f"resume must be False, True or 'force'; got {resume!r}")
     if resume and checkpoint is None:
         raise ValueError("resume=True needs a checkpoint path")
+    if checkpoint is not None:
+        checkpoint = check_checkpoint_path(checkpoint)     # a folder fails now, not after the training
+    if val is not None and _num(val) == 0:
+        raise ValueError("val is an empty dataset; pass val=None to train without validation")
     if augment is not None and not callable(augment):
         raise ValueError(f"augment must be callable (batch dict -> batch dict); got {type(augment).__name__}")
     if augment is not None and not _is_tensor_dataset(train):
@@ -295,18 +426,20 @@ def fit(model: torch.nn.Module, train, val=None, *, steps: int, batch_size: int 
         step_model = torch.compile(step_model)
     opt, sched = _make_optimizer(model, cfg)
     dtype = amp_dtype(device, cfg.amp)
-    scaler = torch.amp.GradScaler("cuda", enabled=(dtype == torch.float16))
+    scaler = grad_scaler(device, dtype)
     history, start = History(), 0
     per_epoch = steps_per_epoch(n, cfg.batch_size)
     eval_every = cfg.eval_every or per_epoch
     main = rank == 0
 
-    if resume and checkpoint is not None and Path(checkpoint).is_file():
+    data_id = _data_identity(train)
+    if resume and checkpoint is not None and (Path(checkpoint).is_file() or previous_checkpoint(checkpoint).is_file()):
         st = load_checkpoint(checkpoint)
-        if st["config"]["steps"] != cfg.steps or st["config"]["batch_size"] != cfg.batch_size:
-            raise ValueError(f"checkpoint {checkpoint} was written by a run with steps={st['config']['steps']}, "
-                             f"batch_size={st['config']['batch_size']}; this run has steps={cfg.steps}, "
-                             f"batch_size={cfg.batch_size}. Use another checkpoint path or the same settings.")
+        diff = _resume_differences(st, cfg, data_id)
+        if diff and resume != "force":
+            raise ValueError(f"checkpoint {checkpoint} was written by a run with other settings: {'; '.join(diff)}. "
+                             "Resuming would mix two runs. Use the same settings, another checkpoint path, or "
+                             "resume='force' to continue anyway.")
         model.load_state_dict(st["model"])
         opt.load_state_dict(st["optimizer"])
         sched.load_state_dict(st["scheduler"])
@@ -324,7 +457,7 @@ def fit(model: torch.nn.Module, train, val=None, *, steps: int, batch_size: int 
     def state(step: int) -> dict[str, Any]:
         return {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                 "scaler": scaler.state_dict(), "rng": _rng_state(), "history": history, "step": step,
-                "config": asdict(cfg),
+                "config": asdict(cfg), "data": data_id,
                 "augment": augment.state_dict() if hasattr(augment, "state_dict") else None}
 
     use_prefetch = device.type == "cuda" if prefetch is None else bool(prefetch)
@@ -337,8 +470,7 @@ def fit(model: torch.nn.Module, train, val=None, *, steps: int, batch_size: int 
     norm = (train.mean.to(device), train.std.to(device)) if _is_tensor_dataset(train) and augment is None else None
     bar = None
     if progress and main:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=cfg.steps, initial=start, desc=getattr(model, "name", "train"), unit="step")
+        bar = _config.progress_bar(total=cfg.steps, initial=start, desc=getattr(model, "name", "train"), unit="step")
     snapshot_steps = set(snapshot_steps)
     log_every = 25                                  # read the loss back (a GPU sync) only this often
     t0, seen = time.perf_counter(), 0
@@ -419,6 +551,8 @@ def fit(model: torch.nn.Module, train, val=None, *, steps: int, batch_size: int 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, data, *, batch_size: int = 256, device=None) -> dict[str, float]:
     """Loss, top-1 and top-5 accuracy of ``model`` on ``data`` (eval mode)."""
+    if _num(data) == 0:
+        raise ValueError("evaluate needs at least one image; got an empty dataset")
     p = predict(model, data, batch_size=batch_size, device=device, maps=None)
     logits, labels = p["logits"], p["labels"]
     k = min(5, logits.shape[1])
@@ -486,7 +620,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 __all__ = ["TrainConfig", "History", "fit", "evaluate", "predict", "save_checkpoint", "load_checkpoint",
-           "epoch_order", "steps_per_epoch", "amp_dtype", "model_state", "main"]
+           "CheckpointError", "previous_checkpoint", "check_checkpoint_path",
+           "epoch_order", "steps_per_epoch", "amp_dtype", "native_bf16", "grad_scaler", "model_state",
+           "main"]
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@ classify the crop.
 
 The paper's CUB-200 experiment (Table 4) in four steps:
 
-1. a CAM network classifies the *full image* (stage 1);
+1. a CAM network classifies the *full image* (stage 1): in the paper, a linear SVM on the frozen GAP
+   features of GoogLeNet-GAP (:func:`probe_accuracy`), whose weights make the CAM (:func:`probe_boxes`);
 2. the map of its top-1 class gives a box by the paper's rule (20% of the maximum, largest
    connected component: :func:`camlib.localize.boxes_from_maps`);
 3. the box, enlarged by a margin and made square (:func:`crop_boxes`), is cut out and resized
@@ -32,8 +33,9 @@ from . import localize
 from .cam import class_activation_maps, upsample
 from .data.memory import InMemoryDataset
 
-__all__ = ["crop_boxes", "jitter_boxes", "crop_images", "crop_masks", "boxes_into_crops", "boxes_from_crops",
-           "resize_dataset", "crop_dataset", "cam_boxes", "two_stage_predict", "run_two_stage"]
+__all__ = ["crop_boxes", "same_size_boxes", "box_coverage", "jitter_boxes", "crop_images", "crop_masks",
+           "boxes_into_crops", "boxes_from_crops", "resize_dataset", "crop_dataset", "cam_boxes", "probe_boxes",
+           "probe_accuracy", "two_stage_predict", "run_two_stage"]
 
 
 def _size2(size) -> tuple[int, int]:
@@ -92,6 +94,41 @@ def crop_boxes(boxes: torch.Tensor, image_size, margin: float = 0.2, square: boo
     cx = torch.minimum(torch.maximum(cx, w / 2), W - w / 2)
     cy = torch.minimum(torch.maximum(cy, h / 2), H - h / 2)
     return torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], 1)
+
+
+def same_size_boxes(regions: torch.Tensor, image_size, where: str = "random",
+                    generator: torch.Generator | None = None) -> torch.Tensor:
+    """Boxes of exactly the size of each of ``regions``, placed elsewhere: the controls that tell a
+    crop's *location* from its size and resolution.
+
+    ``where="random"``: uniform over the places where the whole box fits in the image (``generator``
+    for repeatable draws); ``"centre"``: centred in the image. A region larger than the image keeps
+    the image's size on that side. Returns float ``(N, 4)``. Lesson 04 (the size-matched controls of
+    "the CAM crop helps").
+    """
+    regions = _check_boxes(regions, "regions")
+    H, W = _size2(image_size)
+    if where not in ("random", "centre"):
+        raise ValueError(f"where must be 'random' or 'centre'; got {where!r}")
+    w = (regions[:, 2] - regions[:, 0]).clamp(max=W)
+    h = (regions[:, 3] - regions[:, 1]).clamp(max=H)
+    if where == "centre":
+        x1, y1 = (W - w) / 2, (H - h) / 2
+    else:
+        u = torch.rand((len(regions), 2), generator=generator)
+        x1, y1 = u[:, 0] * (W - w), u[:, 1] * (H - h)
+    return torch.stack([x1, y1, x1 + w, y1 + h], 1)
+
+
+def box_coverage(regions: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    """The fraction of each of ``boxes`` that lies inside the matching region ``(N,)``: whether a
+    crop holds its object, which IoU does not tell (a crop twice the object's size has IoU 0.25 and
+    coverage 1). Lesson 04."""
+    regions, boxes = _check_boxes(regions, "regions"), _check_boxes(boxes)
+    if len(regions) != len(boxes):
+        raise ValueError(f"one region per box expected; got {len(regions)} regions and {len(boxes)} boxes")
+    inter = (torch.min(regions[:, 2:], boxes[:, 2:]) - torch.max(regions[:, :2], boxes[:, :2])).clamp_min(0)
+    return inter.prod(1) / (boxes[:, 2:] - boxes[:, :2]).prod(1).clamp_min(1e-12)
 
 
 def jitter_boxes(boxes: torch.Tensor, image_size, scale: float = 0.15, shift: float = 0.1,
@@ -191,16 +228,22 @@ def resize_dataset(ds: InMemoryDataset, size) -> InMemoryDataset:
     h, w = _size2(size)
     H, W = ds.image_size
 
-    def rs(x: torch.Tensor) -> torch.Tensor:
-        out = []
-        for lo in range(0, len(x), 512):
-            out.append(F.interpolate(x[lo:lo + 512].float(), size=(h, w), mode="bilinear", antialias=True,
-                                     align_corners=False))
-        return torch.cat(out)
+    def rs(x: torch.Tensor, finish) -> torch.Tensor:
+        # chunk by chunk into the final (uint8 or bool) tensor: only one chunk is ever float, so the
+        # peak is the output plus ``chunk`` float images (4,800 CUB images at 448 px: no +7 GiB)
+        chunk = max(1, (64 << 20) // max(1, x[0].numel() * 4))       # ~64 MiB of float input per chunk
+        out = None
+        for lo in range(0, len(x), chunk):
+            part = finish(F.interpolate(x[lo:lo + chunk].float(), size=(h, w), mode="bilinear", antialias=True,
+                                        align_corners=False))
+            if out is None:
+                out = torch.empty((len(x), *part.shape[1:]), dtype=part.dtype, device=part.device)
+            out[lo:lo + len(part)] = part
+        return out
 
-    images = rs(ds.images).round().clamp(0, 255).to(torch.uint8)
-    masks = rs(ds.masks[:, None])[:, 0] >= 0.5 if ds.masks is not None else None
-    parts = rs(ds.part_masks[:, None])[:, 0] >= 0.5 if ds.part_masks is not None else None
+    images = rs(ds.images, lambda t: t.round_().clamp_(0, 255).to(torch.uint8))
+    masks = rs(ds.masks[:, None], lambda t: t >= 0.5)[:, 0] if ds.masks is not None else None
+    parts = rs(ds.part_masks[:, None], lambda t: t >= 0.5)[:, 0] if ds.part_masks is not None else None
     scale = torch.tensor([w / W, h / H, w / W, h / H])
     boxes = ds.boxes * scale.to(ds.boxes.device) if ds.boxes is not None else None
     extras = dict(ds.extras)
@@ -275,6 +318,44 @@ def cam_boxes(model, ds, *, classes: str = "pred", threshold: float = 0.2, batch
     return {k: torch.cat(v) for k, v in out.items()}
 
 
+# --------------------------------------------- the paper's protocol: frozen features + linear SVM
+
+def probe_accuracy(model, train_ds, test_ds, *, C: float = 0.1, batch_size: int = 128,
+                   device=None) -> tuple[float, Any]:
+    """Table 4's classifier for one *view* of the images: the frozen ``model``'s GAP features of
+    ``train_ds``, a linear SVM on them (:func:`camlib.features.fit_probe`), its accuracy on
+    ``test_ds``'s features. Returns ``(accuracy, probe)``. Lesson 04 (paper section 4.1: "we
+    train a linear SVM on the GAP features ... of the full image / the crop")."""
+    from . import features
+    f_tr = features.extract(model, train_ds, batch_size=batch_size, device=device)
+    f_te = features.extract(model, test_ds, batch_size=batch_size, device=device)
+    probe = features.fit_probe(f_tr["features"], f_tr["labels"], C=C)
+    return probe.accuracy(f_te["features"], f_te["labels"]), probe
+
+
+@torch.no_grad()
+def probe_boxes(model, probe, ds, *, threshold: float = 0.2, batch_size: int = 128,
+                device=None) -> dict[str, torch.Tensor]:
+    """Stage 1 of Table 4: the box of each image's top-1 class map, where the map is the *probe's*
+    CAM (the SVM's weights on the frozen feature maps, :func:`camlib.features.probe_cams`), boxed by
+    the paper's rule at ``ds``'s image size. Returns ``{"boxes" (N, 4) in ds pixels, "classes" (N,)
+    row indices of the probe, "maps" (N, h, w)}`` on the CPU. Lesson 04."""
+    from . import features
+    if not hasattr(ds, "batch"):
+        raise ValueError(f"ds must be an in-memory dataset with .batch(); got {type(ds).__name__}")
+    H, W = ds.image_size
+    out: dict[str, list[torch.Tensor]] = {"boxes": [], "classes": [], "maps": []}
+    for lo in range(0, len(ds), batch_size):
+        f = features.extract(model, ds, batch_size=batch_size, device=device, maps=True,
+                             indices=torch.arange(lo, min(lo + batch_size, len(ds))))
+        cls = probe.decision(f["features"]).argmax(1)
+        maps = features.probe_cams(f["maps"], probe, cls)[:, 0]
+        out["boxes"].append(localize.boxes_from_maps(upsample(maps, (H, W)), threshold=threshold).cpu())
+        out["classes"].append(cls)
+        out["maps"].append(maps)
+    return {k: torch.cat(v) for k, v in out.items()}
+
+
 # ------------------------------------------------------------------------- the whole pipeline
 
 @torch.no_grad()
@@ -311,12 +392,25 @@ def _logits(model, ds, batch_size: int, device) -> torch.Tensor:
     return torch.cat(out)
 
 
+def _streamed_max_box_acc_v2(maps: torch.Tensor, boxes: torch.Tensor, hw, chunk: int = 256) -> float:
+    """MaxBoxAccV2 of feature-resolution ``maps`` upsampled to ``hw``, ``chunk`` maps at a time (the
+    accuracy curve is a mean over images, so chunks add up exactly; the full-size maps of a whole
+    test set are never held at once)."""
+    from . import metrics
+    total, n = None, len(maps)
+    for lo in range(0, n, chunk):
+        r = metrics.max_box_acc_v2(upsample(maps[lo:lo + chunk], hw), boxes[lo:lo + chunk])
+        part = r.curve * min(chunk, n - lo)
+        total = part if total is None else total + part
+    return float((total / n).max(0).mean())
+
+
 # ---------------------------------------------------------------------- all of it in one call
 
 def run_two_stage(train_ds: InMemoryDataset, test_ds: InMemoryDataset, build_model: Callable[[], Any], *,
                   input_size, crop_size, steps: int, margin: float = 0.2, min_size: float = 1.0, train_size=None,
                   augment: Callable | None = None, upper_bound: bool = True, device=None, progress: bool = True,
-                  seed: int = 0, **fit_kwargs) -> dict[str, Any]:
+                  seed: int = 0, checkpoint=None, **fit_kwargs) -> dict[str, Any]:
     """The whole experiment of Table 4 on any in-memory dataset with one box per image.
 
     1. stage 1 (``build_model()``) trains on the full images resized to ``train_size`` (default
@@ -331,6 +425,9 @@ def run_two_stage(train_ds: InMemoryDataset, test_ds: InMemoryDataset, build_mod
     ``augment(dataset, size)`` may return a :func:`camlib.train.fit` ``augment=`` callable (e.g. a
     :class:`camlib.data.augment.GPUAugment` that random-crops ``input_size`` out of ``train_size``).
     ``fit_kwargs`` go to :func:`camlib.train.fit` (``batch_size``, ``lr``, ``optimizer``, ...).
+    ``checkpoint``: a file path (e.g. from :func:`camlib.config.checkpoint_path`); each network then
+    trains with ``resume=True`` on ``<stem>-stage1``, ``-stage2`` and ``-gt`` beside it, so a run cut
+    off (a Colab disconnect) continues where it stopped, and a finished one is loaded, not retrained.
     Returns accuracies ``acc_full``, ``acc_crop``, ``acc_gt`` (fractions), the stage-1 localization
     ``loc_acc`` (top-1 class's box, IoU >= 0.5; class not required) and ``max_box_acc_v2``
     (GT-known maps), the test boxes and the models. Lesson 04 (gpu path: CUB-200-2011).
@@ -344,18 +441,24 @@ def run_two_stage(train_ds: InMemoryDataset, test_ds: InMemoryDataset, build_mod
     tsize = input_size if train_size is None else train_size
     in_hw, t_hw = _size2(input_size), _size2(tsize)
 
-    def fitted(ds):
+    if checkpoint is not None:
+        from pathlib import Path
+        checkpoint = Path(checkpoint)
+
+    def fitted(ds, part: str):
         torch.manual_seed(seed)
         model = build_model()
         aug = augment(ds, _size2(input_size)[0]) if augment is not None else None
-        _train.fit(model, ds, steps=steps, device=device, progress=progress, seed=seed, augment=aug, **fit_kwargs)
+        ck = None if checkpoint is None else checkpoint.with_name(f"{checkpoint.stem}-{part}{checkpoint.suffix or '.pt'}")
+        _train.fit(model, ds, steps=steps, device=device, progress=progress, seed=seed, augment=aug,
+                   checkpoint=ck, resume=ck is not None, **fit_kwargs)
         return model.eval()
 
     def resized(ds, hw):
         return ds if tuple(ds.image_size) == hw else resize_dataset(ds, hw)
 
     full_train, full_test = resized(train_ds, t_hw), resized(test_ds, in_hw)
-    stage1 = fitted(full_train)
+    stage1 = fitted(full_train, "stage1")
     s_train = cam_boxes(stage1, full_train, device=device)
     s_test = cam_boxes(stage1, full_test, device=device)
     to_orig = lambda s, full, ds, hw: (boxes_from_crops(s["boxes"], full.extras["crop_box"], hw)  # noqa: E731
@@ -364,7 +467,7 @@ def run_two_stage(train_ds: InMemoryDataset, test_ds: InMemoryDataset, build_mod
     crop_train = crop_dataset(train_ds, b_train, tsize if train_size is not None else crop_size, margin=margin,
                               min_size=min_size)
     crop_test = crop_dataset(test_ds, b_test, crop_size, margin=margin, min_size=min_size)
-    stage2 = fitted(crop_train)
+    stage2 = fitted(crop_train, "stage2")
     labels = test_ds.labels.cpu()
     acc = lambda logits: float((logits.argmax(1) == labels).float().mean())  # noqa: E731
     known = cam_boxes(stage1, full_test, classes="label", device=device)
@@ -372,13 +475,13 @@ def run_two_stage(train_ds: InMemoryDataset, test_ds: InMemoryDataset, build_mod
         "acc_full": acc(s_test["logits"]),
         "acc_crop": acc(_logits(stage2, crop_test, 256, device)),
         "loc_acc": metrics.box_accuracy(b_test, test_ds.boxes.cpu()),
-        "max_box_acc_v2": metrics.max_box_acc_v2(upsample(known["maps"], in_hw), full_test.boxes.cpu()).score,
+        "max_box_acc_v2": _streamed_max_box_acc_v2(known["maps"], full_test.boxes.cpu(), in_hw),
         "boxes": b_test, "stage1": stage1, "stage2": stage2, "crops_test": crop_test,
     }
     if upper_bound:
         gt_train = crop_dataset(train_ds, train_ds.boxes.cpu(), tsize if train_size is not None else crop_size,
                                 margin=margin, min_size=min_size)
         gt_test = crop_dataset(test_ds, test_ds.boxes.cpu(), crop_size, margin=margin, min_size=min_size)
-        gt_model = fitted(gt_train)
+        gt_model = fitted(gt_train, "gt")
         out.update(acc_gt=acc(_logits(gt_model, gt_test, 256, device)), gt_model=gt_model)
     return out

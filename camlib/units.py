@@ -36,15 +36,27 @@ def rank_units(weight: torch.Tensor, classes=None, k: int | None = None) -> torc
     if not isinstance(weight, torch.Tensor) or weight.ndim != 2:
         raise ValueError(f"weight must be a (C, K) tensor; got {tuple(getattr(weight, 'shape', ()))}")
     C, K = weight.shape
+    if k is not None and (isinstance(k, bool) or not isinstance(k, int)):
+        raise ValueError(f"k must be an int in [1, {K}]; got {k!r}")
     k = K if k is None else int(k)
     if not 1 <= k <= K:
         raise ValueError(f"k must be in [1, {K}]; got {k}")
     single = isinstance(classes, int) or (isinstance(classes, torch.Tensor) and classes.ndim == 0)
-    idx = torch.arange(C) if classes is None else torch.as_tensor(classes, dtype=torch.long).reshape(-1)
-    if len(idx) and (int(idx.min()) < 0 or int(idx.max()) >= C):
-        raise ValueError(f"classes must lie in [0, {C}); got {idx.tolist()}")
+    idx = torch.arange(C) if classes is None else _int_index(classes, "classes", C)
     order = torch.sort(weight.detach()[idx.to(weight.device)], dim=1, descending=True, stable=True).indices[:, :k]
     return order[0].cpu() if single else order.cpu()
+
+
+def _int_index(values, name: str, size: int) -> torch.Tensor:
+    """Integer indices in ``[0, size)`` as a long 1-D tensor -- or a ValueError (no silent truncation
+    of 1.7 to 1, no Python-style ``-1`` for the last unit)."""
+    t = torch.as_tensor(values)
+    if t.dtype == torch.bool or t.is_floating_point() or t.is_complex():
+        raise ValueError(f"{name} must be integers; got {values!r} ({t.dtype})")
+    t = t.long().reshape(-1)
+    if t.numel() and (int(t.min()) < 0 or int(t.max()) >= size):
+        raise ValueError(f"{name} must lie in [0, {size}); got {t.tolist()[:10]}")
+    return t
 
 
 def _cells_to_yx(flat: torch.Tensor, w: int) -> torch.Tensor:
@@ -59,7 +71,7 @@ def unit_peaks(features: torch.Tensor, units=None) -> dict[str, torch.Tensor]:
     """
     if not isinstance(features, torch.Tensor) or features.ndim != 4:
         raise ValueError(f"features must be (N, K, h, w); got {tuple(getattr(features, 'shape', ()))}")
-    f = features if units is None else features[:, torch.as_tensor(units, dtype=torch.long).to(features.device)]
+    f = features if units is None else features[:, _int_index(units, "units", features.shape[1]).to(features.device)]
     values, flat = f.flatten(2).max(dim=2)
     return {"values": values, "cells": _cells_to_yx(flat, features.shape[-1])}
 
@@ -76,7 +88,12 @@ def top_activations(model, data, units, n: int = 8, *, batch_size: int = 128, de
     """
     from .features import _batches
 
-    units = torch.as_tensor(units, dtype=torch.long).reshape(-1)
+    units = torch.as_tensor(units)
+    if units.dtype == torch.bool or units.is_floating_point():
+        raise ValueError(f"units must be integers; got {units.tolist()}")
+    units = units.long().reshape(-1)
+    if units.numel() == 0 or int(units.min()) < 0:
+        raise ValueError(f"units must lie in [0, K) (the feature channels); got {units.tolist()[:10]}")
     total = len(data) if indices is None else len(indices)
     if not 1 <= n <= total:
         raise ValueError(f"n must be in [1, {total}] (the number of images); got {n}")
@@ -167,7 +184,7 @@ def peak_on_mask(features: torch.Tensor, masks: torch.Tensor, units=None, *, tol
                          f"got {tuple(getattr(features, 'shape', ()))}")
     if tolerance < 0:
         raise ValueError(f"tolerance must be >= 0; got {tolerance}")
-    f = features if units is None else features[:, torch.as_tensor(units, dtype=torch.long).to(features.device)]
+    f = features if units is None else features[:, _int_index(units, "units", features.shape[1]).to(features.device)]
     H, W = masks.shape[-2:]
     m = masks.to(f.device)
     if tolerance:

@@ -40,6 +40,11 @@ def _ax(ax):
     return ax
 
 
+#: The course's box convention: the ground truth first (green), then the box drawn from a map (red).
+BOX_COLORS = ("lime", "red", "yellow", "cyan")
+BOX_LABELS = ("ground truth", "box from the map")
+
+
 def draw_box(ax, box, color: str = "lime", label: str | None = None, lw: float = 2.0):
     """Draw a pixel-edge ``(x1, y1, x2, y2)`` box on an ``imshow`` axis (pixel centres at integers)."""
     import matplotlib.patches as patches
@@ -51,9 +56,40 @@ def draw_box(ax, box, color: str = "lime", label: str | None = None, lw: float =
     return ax
 
 
-def show_map(image, cam=None, *, ax=None, alpha: float = 0.5, boxes=(), box_colors=("lime", "red", "cyan"),
-             title: str | None = None, cmap: str = "jet", normalize: bool = True):
-    """An image with a map over it (upsampled to the image if needed) and optional boxes."""
+def box_legend(ax, labels: Sequence[str], colors: Sequence[str] = BOX_COLORS, *, fontsize: float = 7):
+    """A legend under ``ax`` naming each box colour (e.g. which box is the ground truth, which the CAM's)."""
+    import matplotlib.patches as patches
+    if len(labels) > len(colors):
+        raise ValueError(f"box_legend needs a colour per label; got {len(labels)} labels and {len(colors)} colours")
+    handles = [patches.Patch(facecolor="none", edgecolor=c, lw=2, label=l) for l, c in zip(labels, colors)]
+    return ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.01), ncol=min(len(handles), 2),
+                     fontsize=fontsize, frameon=False, handlelength=1.2, borderaxespad=0.2)
+
+
+def map_colorbar(ax, mappable, *, normalized: bool = False, label: str | None = None, fontsize: float = 7):
+    """A slim colorbar beside ``ax``; its label says whether the values are raw or min-max scaled."""
+    if label is None:
+        label = "min-max scaled per map" if normalized else "map value"
+    cax = ax.inset_axes([1.03, 0.0, 0.05, 1.0])     # beside the axis, which keeps its size
+    cb = ax.figure.colorbar(mappable, cax=cax)
+    cb.set_label(label, fontsize=fontsize)
+    cb.ax.tick_params(labelsize=fontsize)
+    return cb
+
+
+def show_map(image, cam=None, *, ax=None, alpha: float = 0.5, boxes=(), box_colors=BOX_COLORS,
+             box_labels: Sequence[str] | None = None, title: str | None = None, cmap: str = "jet",
+             normalize: bool = False, vmin: float | None = None, vmax: float | None = None,
+             colorbar: bool = True, colorbar_label: str | None = None, legend: bool = True):
+    """An image with a map over it (upsampled to the image if needed) and optional boxes.
+
+    By default the map keeps its values (``normalize=False``) and gets a colorbar that shows them,
+    so a weak map looks weak; ``normalize=True`` min-max scales it to [0, 1] and the colorbar says
+    so; ``vmin``/``vmax`` put several panels on one scale (then one colorbar, ``colorbar=False`` on
+    the others, serves them all). Boxes get a legend under the axis (``legend=True``) naming each:
+    ``box_labels``, else the course's convention ``BOX_LABELS`` (ground truth first, then the box
+    drawn from the map). Introduced in lesson 00.
+    """
     ax = _ax(ax)
     img = to_image(image)
     ax.imshow(img)
@@ -63,11 +99,24 @@ def show_map(image, cam=None, *, ax=None, alpha: float = 0.5, boxes=(), box_colo
             from .cam import upsample
             m = upsample(torch.as_tensor(m)[None], img.shape[:2])[0].numpy()
         if normalize:
+            if vmin is not None or vmax is not None:
+                raise ValueError("show_map: give normalize=True or vmin/vmax, not both (a min-max scaled map is in [0, 1])")
             lo, hi = float(m.min()), float(m.max())
             m = (m - lo) / (hi - lo) if hi > lo else np.zeros_like(m)
-        ax.imshow(m, cmap=cmap, alpha=alpha, vmin=0 if normalize else None, vmax=1 if normalize else None)
-    for i, b in enumerate(boxes):
-        draw_box(ax, b, box_colors[i % len(box_colors)])
+            vmin, vmax = 0.0, 1.0
+        im = ax.imshow(m, cmap=cmap, alpha=alpha, vmin=vmin, vmax=vmax)
+        if colorbar:
+            map_colorbar(ax, im, normalized=normalize, label=colorbar_label)
+    boxes = list(boxes)
+    if box_labels is not None and len(box_labels) < len(boxes):
+        raise ValueError(f"show_map: {len(boxes)} boxes but only {len(box_labels)} box_labels")
+    labels = list(box_labels) if box_labels is not None else [
+        BOX_LABELS[i] if i < len(BOX_LABELS) else f"box {i + 1}" for i in range(len(boxes))]
+    colors = [box_colors[i % len(box_colors)] for i in range(len(boxes))]
+    for b, c in zip(boxes, colors):
+        draw_box(ax, b, c)
+    if boxes and legend:
+        box_legend(ax, labels[:len(boxes)], colors)
     if title:
         ax.set_title(title, fontsize=9)
     ax.set_axis_off()
@@ -75,37 +124,44 @@ def show_map(image, cam=None, *, ax=None, alpha: float = 0.5, boxes=(), box_colo
 
 
 def grid(images, maps=None, *, titles: Sequence[str] | None = None, boxes=None, ncols: int = 8,
-         size: float = 2.0, alpha: float = 0.5, suptitle: str | None = None):
-    """A grid of images (with maps and boxes if given); returns the figure."""
+         size: float = 2.0, alpha: float = 0.5, suptitle: str | None = None, box_labels: Sequence[str] | None = None):
+    """A grid of images (with maps and boxes if given); returns the figure.
+
+    The maps share one colour scale (their overall min and max), shown by a colorbar at the end of
+    each row; the first panel with boxes carries the box legend (see :func:`show_map`).
+    """
     import matplotlib.pyplot as plt
     n = len(images)
+    if n == 0:
+        raise ValueError("grid needs at least one image; got none")
+    if isinstance(ncols, bool) or not isinstance(ncols, int) or ncols < 1:
+        raise ValueError(f"ncols must be a positive int; got {ncols!r}")
+    for what, seq in (("maps", maps), ("titles", titles), ("boxes", boxes)):
+        if seq is not None and len(seq) != n:
+            raise ValueError(f"grid takes one map per image, one title per image and one box list per image; "
+                             f"got {n} images and {len(seq)} {what}")
     ncols = min(ncols, n)
     nrows = -(-n // ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows + (0.4 if suptitle else 0)), squeeze=False)
+    lo = hi = None
+    if maps is not None:   # one scale for every panel, so the panels compare and one colorbar per row serves
+        lo = min(float(_map(maps[i]).min()) for i in range(n))
+        hi = max(float(_map(maps[i]).max()) for i in range(n))
+    legend_done = False
     for i, ax in enumerate(axes.flat):
         if i >= n:
             ax.set_axis_off()
             continue
-        show_map(images[i], None if maps is None else maps[i], ax=ax, alpha=alpha,
-                 boxes=() if boxes is None else boxes[i], title=None if titles is None else titles[i])
+        bx = () if boxes is None else list(boxes[i])
+        show_map(images[i], None if maps is None else maps[i], ax=ax, alpha=alpha, vmin=lo, vmax=hi,
+                 colorbar_label="map value (one scale for all panels)",
+                 colorbar=(i % ncols == ncols - 1 or i == n - 1), boxes=bx, box_labels=box_labels,
+                 legend=bool(bx) and not legend_done, title=None if titles is None else titles[i])
+        legend_done = legend_done or bool(bx)
     if suptitle:
         fig.suptitle(suptitle)
     fig.tight_layout()
     return fig
-
-
-def curves(xs, series: dict, *, xlabel: str = "", ylabel: str = "", ax=None, title: str | None = None, marker="o"):
-    """Several named curves over the same x values."""
-    ax = _ax(ax)
-    for name, ys in series.items():
-        ax.plot(xs, ys, marker=marker, label=name)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    if title:
-        ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    return ax
 
 
 def bars(names: Sequence[str], values: Sequence[float], *, ax=None, title: str | None = None, xlabel: str = ""):
@@ -126,6 +182,10 @@ def cam_explorer(photos: dict, model, class_names: Sequence[str], *, device=None
     ``photos`` maps names to RGB uint8 arrays. One forward pass per photo (cached); each class's map
     comes from the same features. Returns the widget box; ``box.update()`` redraws with the current
     values (headless runs call it once). Introduced in lesson 02.
+
+    Uses only what ipywidgets 7 (Colab's 7.7) and 8 share: ``(label, value)`` options, ``observe(...,
+    names="value")``, ``Output`` with ``clear_output(wait=True)``; the first draw is explicit, not left to
+    a display event (tests/test_platform.py runs it under both, via ``make test-compat``).
     """
     import ipywidgets as w
     import matplotlib.pyplot as plt

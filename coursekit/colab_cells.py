@@ -5,11 +5,13 @@ Both must contain the repository's address literally, so they are *generated* fr
 calls :func:`apply_colab_cells` on each lesson source. Course tooling: students never import this.
 
 Why ``pip install "camlib @ git+URL"`` keeps Colab's torch: ``pyproject.toml`` asks only for
-``torch>=...`` / ``torchvision>=...``, which Colab's preinstalled builds satisfy, so pip leaves them
-alone. To make that a guarantee rather than a hope, the cell passes pip a constraints file that
-pins torch and torchvision to the versions already installed (``torch==2.x.y+cu12z``): should a
-future requirement ask for another torch, pip stops with a conflict instead of silently
-downloading gigabytes and breaking Colab's CUDA build.
+``torch>=...`` / ``torchvision>=...`` / ``ipywidgets>=...``, which Colab's preinstalled versions
+satisfy (the floors are tested: ``make test-compat``), so pip leaves them alone. To make that a
+guarantee rather than a hope, the cell passes pip a constraints file that pins the packages in
+:data:`KEEP` to the versions already installed (``torch==2.x.y+cu12z``, ``ipywidgets==7.7.1``):
+should a future requirement ask for another version, pip stops with a conflict instead of silently
+downloading gigabytes and breaking Colab's CUDA build, or upgrading the widgets past what Colab's
+front end renders.
 """
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ import re
 from typing import Any
 
 from camlib.colab import DRIVE_DATA_DIR
+
+#: What the set-up cell never lets pip replace on Colab (the constraints file pins what is installed).
+KEEP = ("torch", "torchvision", "ipywidgets")
 
 BADGE_TAG = "colab-badge"
 SETUP_TAG = "colab-setup"
@@ -63,17 +68,20 @@ def setup_source(repo_url: str | None = None) -> str:
     url = _repo_url(repo_url)
     return f'''#@title Colab set-up (does nothing outside Colab)
 # Written by `python -m coursekit sync-colab`; edit coursekit/colab_cells.py, not this cell.
-# Tick USE_DRIVE to keep datasets and checkpoints on Google Drive, so a disconnect loses no training.
+# Tick USE_DRIVE to keep datasets and checkpoints on Google Drive, so a disconnect loses no training
+# (decoded-image caches stay on this runtime's fast local disk: see camlib.config.cache_dir).
 USE_DRIVE = False  #@param {{type:"boolean"}}
 
 import sys
 if "google.colab" in sys.modules:
     import importlib.util, os, subprocess
     if importlib.util.find_spec("camlib") is None:
-        # Pin the torch Colab already has: pip must never replace it (see coursekit/colab_cells.py).
-        from importlib.metadata import version
+        # Pin what Colab already has: pip must never replace it (see coursekit/colab_cells.py).
+        from importlib.metadata import distributions
+        KEEP = {KEEP!r}
+        have = {{(d.metadata["Name"] or "").lower(): d.version for d in distributions()}}
         with open("/tmp/keep-colab-torch.txt", "w") as fh:
-            fh.write("".join(f"{{p}}=={{version(p)}}\\n" for p in ("torch", "torchvision")))
+            fh.write("".join(f"{{p}}=={{have[p]}}\\n" for p in KEEP if p in have))
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-c", "/tmp/keep-colab-torch.txt",
                         "camlib @ git+{url}"], check=True)
     from google.colab import output

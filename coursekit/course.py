@@ -8,7 +8,8 @@
                     hidden tests removed, written answers blanked, outputs cleared;
 * ``check-student`` make a student edition in a temporary folder, check it leaks no solution line
                     and that running it fails only at the exercises;
-* ``grade``         run students' notebooks against the lessons' checks and hidden tests;
+* ``grade``         grade students' notebooks: the checks run in the grader, not in the students'
+                    kernels (:mod:`coursekit.grade`); gradebooks in CSV and JSON;
 * ``sync-colab``    write or refresh each lesson's Colab badge and set-up cells (``--check``: only
                     say whether they are up to date).
 
@@ -47,6 +48,7 @@ MD_SOLUTION = re.compile(r"<!--\s*BEGIN SOLUTION\s*-->(?P<answer>.*?)<!--\s*END 
 STUB = ("# YOUR CODE HERE", "raise NotImplementedError")
 ANSWER = "YOUR ANSWER HERE"
 EXERCISE_TAG = "exercise"
+STUDENT_MARKER = ".coursekit-student-edition"  # written by make_student: the folder holds an edition it made
 
 
 # --------------------------------------------------------------------------------------- lessons
@@ -103,6 +105,7 @@ def kernel_env(lesson: str, profile: str | None, report: Path | None) -> dict[st
     env.pop("CAMLIB_REPORT", None)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
     env["CAMLIB_LESSON"] = lesson
+    env["CAMLIB_PROGRESS"] = "0"   # no progress widgets: a saved notebook or HTML page keeps only their "0%"
     if profile:
         env["CAMLIB_PROFILE"] = profile
     if report is not None:
@@ -147,9 +150,35 @@ def machine_info() -> str:
             f"Python {platform.python_version()}")
 
 
+MATHJAX_DIR = "mathjax"   # next to the HTML pages, copied from jupyter-server-mathjax
+
+
+def mathjax_url(out: Path, echo: Callable[[str], None] = print) -> str:
+    """Copy MathJax (from the ``jupyter-server-mathjax`` package) to ``out/mathjax`` once and return
+    the URL, relative to the HTML pages in ``out``, that makes their equations render offline.
+
+    Without the package the pages load MathJax from nbconvert's CDN, and this says so.
+    """
+    try:
+        import jupyter_server_mathjax
+    except ImportError:
+        echo("note: jupyter-server-mathjax is not installed, so the HTML pages load MathJax from a CDN "
+             "(offline, equations show as LaTeX source); pip install jupyter-server-mathjax")
+        from nbconvert import HTMLExporter
+        return HTMLExporter().mathjax_url
+    src = Path(jupyter_server_mathjax.__file__).parent / "static"
+    dest = Path(out) / MATHJAX_DIR
+    if not (dest / "MathJax.js").is_file():
+        shutil.copytree(src, dest, dirs_exist_ok=True)
+    return f"{MATHJAX_DIR}/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full,Safe"
+
+
 def execute_lesson(path: Path, out: Path, *, profile: str | None = None, timeout: float | None = 3600,
-                   report: Path | None = None) -> LessonRun:
-    """Execute one lesson (cwd = its folder), write the executed notebook and its HTML to ``out``."""
+                   report: Path | None = None, mathjax: str | None = None) -> LessonRun:
+    """Execute one lesson (cwd = its folder), write the executed notebook and its HTML to ``out``.
+
+    ``mathjax`` is the MathJax URL the HTML page loads (:func:`mathjax_url`; default nbconvert's CDN).
+    """
     from nbclient import NotebookClient
     from nbclient.exceptions import CellTimeoutError
     from nbconvert import HTMLExporter
@@ -181,7 +210,8 @@ def execute_lesson(path: Path, out: Path, *, profile: str | None = None, timeout
         nb.cells.insert(0, note)
     seconds = time.perf_counter() - start
     _write_atomic(out / path.name, _notebook_text(nb))
-    html, _ = HTMLExporter().from_notebook_node(nb, resources={"metadata": {"name": path.stem}})
+    exporter = HTMLExporter(mathjax_url=mathjax) if mathjax else HTMLExporter()
+    html, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": path.stem}})
     _write_atomic(out / f"{path.stem}.html", html)
     return LessonRun(lesson=path.name[:2], name=path.stem, ok=not error, seconds=round(seconds, 1), error=error,
                      profile=profile or default_profile_name(),
@@ -217,25 +247,42 @@ def write_report(out: Path, runs: dict[str, dict[str, Any]], claims: list[dict[s
         machines.setdefault(run.get("machine", "?"), []).append(num)
     for machine, nums in machines.items():
         lines.append(f"- Machine: {machine} (lessons {', '.join(nums)})")
-    lines += ["", "## Lessons", "", "| lesson | result | run time | profile | claims passed | finished | error |",
-              "|---|---|---|---|---|---|---|"]
+    findings = [c for c in claims if c.get("kind", "claim") == "claim"]
+    sanity = [c for c in claims if c.get("kind") == "sanity"]
+
+    def tally(rows: list[dict[str, Any]]) -> str:
+        return f"{sum(bool(c.get('passed')) for c in rows)}/{len(rows)}"
+
+    lines += ["", "## Lessons", "",
+              "| lesson | result | run time | profile | claims passed | sanity checks passed | finished | error |",
+              "|---|---|---|---|---|---|---|---|"]
     for num, run in sorted(runs.items()):
-        mine = [c for c in claims if c.get("lesson") == num]
-        passed = sum(bool(c.get("passed")) for c in mine)
+        mine = [c for c in findings if c.get("lesson") == num]
+        checks = [c for c in sanity if c.get("lesson") == num]
         lines.append(f"| {_cell_text(run['name'])} | {'ok' if run['ok'] else '**FAILED**'} | {run['seconds']:.1f} s "
-                     f"| {run.get('profile', '')} | {passed}/{len(mine)} | {run.get('finished', '')} "
+                     f"| {run.get('profile', '')} | {tally(mine)} | {tally(checks)} | {run.get('finished', '')} "
                      f"| {_cell_text(run.get('error', ''))} |")
     lines.append(f"| all | {sum(r['ok'] for r in runs.values())}/{len(runs)} ok "
-                 f"| {sum(r['seconds'] for r in runs.values()) / 60:.1f} min | | "
-                 f"{sum(bool(c.get('passed')) for c in claims)}/{len(claims)} | | |")
-    lines += ["", "## Claims", "", "| lesson | claim | paper | ours | dataset | profile | result |",
-              "|---|---|---|---|---|---|---|"]
-    for c in sorted(claims, key=lambda c: str(c.get("lesson"))):
-        lines.append("| " + " | ".join(_cell_text(c.get(k, "")) for k in ("lesson", "claim", "paper", "ours", "dataset",
-                                                                          "profile"))
+                 f"| {sum(r['seconds'] for r in runs.values()) / 60:.1f} min | | {tally(findings)} | {tally(sanity)} | | |")
+    lines += ["", "## Claims", "",
+              "Findings that would fail if the paper's idea were false on this data; *fails if* says what result "
+              "would have made each one fail.", "",
+              "| lesson | claim | fails if | paper | ours | dataset | profile | result |",
+              "|---|---|---|---|---|---|---|---|"]
+    for c in sorted(findings, key=lambda c: str(c.get("lesson"))):
+        lines.append("| " + " | ".join(_cell_text(c.get(k, "")) for k in ("lesson", "claim", "fails_if", "paper",
+                                                                          "ours", "dataset", "profile"))
                      + f" | {'pass' if c.get('passed') else '**FAIL**'} |")
-    if not claims:
-        lines.append("| | (no claims recorded) | | | | | |")
+    if not findings:
+        lines.append("| | (no claims recorded) | | | | | | |")
+    lines += ["", "## Sanity checks", "",
+              "Identities that hold by construction (they test the code, not the paper's idea).", "",
+              "| lesson | check | ours | profile | result |", "|---|---|---|---|---|"]
+    for c in sorted(sanity, key=lambda c: str(c.get("lesson"))):
+        lines.append("| " + " | ".join(_cell_text(c.get(k, "")) for k in ("lesson", "claim", "ours", "profile"))
+                     + f" | {'pass' if c.get('passed') else '**FAIL**'} |")
+    if not sanity:
+        lines.append("| | (no sanity checks recorded) | | | |")
     path = out / "REPORT.md"
     _write_atomic(path, "\n".join(lines) + "\n")
     return path
@@ -257,13 +304,14 @@ def build(lessons_dir: Path = LESSONS_DIR, out: Path = REPO_ROOT / "build" / "co
     runs: dict[str, dict[str, Any]] = json.loads(runs_path.read_text()) if runs_path.exists() else {}
     machine = machine_info()
     echo(f"Building {len(paths)} lesson(s) into {out} on {machine}")
+    mathjax = mathjax_url(out, echo)
     done = []
     for i, path in enumerate(paths, 1):
         num = path.name[:2]
         kept = [c for c in read_claims(claims_path) if c.get("lesson") != num]
         _write_atomic(claims_path, "".join(json.dumps(c) + "\n" for c in kept))
         echo(f"[{i}/{len(paths)}] {path.stem} ...")
-        run = execute_lesson(path, out, profile=profile, timeout=timeout, report=claims_path)
+        run = execute_lesson(path, out, profile=profile, timeout=timeout, report=claims_path, mathjax=mathjax)
         run.machine = machine
         runs[num] = asdict(run)
         _write_atomic(runs_path, json.dumps(runs, indent=1) + "\n")
@@ -416,29 +464,50 @@ def _student_readme(paths: list[Path]) -> str:
 
 def make_student(lessons_dir: Path = LESSONS_DIR, out: Path = REPO_ROOT / "build" / "student", *,
                  force: bool = False, only: Iterable[str] | None = None) -> list[Path]:
-    """Write the student edition of the lessons to ``out`` (refuses a non-empty ``out`` unless ``force``)."""
+    """Write the student edition of the lessons to ``out``, with a marker file listing what it wrote.
+
+    A non-empty ``out`` is refused, except with ``force`` when its marker says this made it and it
+    holds nothing else: then only the files the marker lists are replaced.
+    """
     paths = find_lessons(lessons_dir, only)
     out = Path(out)
     _refuse_inside(out, lessons_dir)
     if out.exists() and not out.is_dir():
         raise ValueError(f"expected {str(out)!r} to be a folder for the student edition; it is a file")
-    if out.exists() and any(out.iterdir()) and not force:
-        raise FileExistsError(f"{out} already holds a student edition (it is not empty); "
-                              "pass --force to replace it")
+    old: list[str] = []
+    if out.exists() and any(out.iterdir()):
+        try:
+            old = json.loads((out / STUDENT_MARKER).read_text(encoding="utf-8"))["files"]
+            if not (isinstance(old, list) and all(isinstance(f, str) and "/" not in f and f not in ("", ".", "..")
+                                                  for f in old)):
+                raise ValueError
+        except (OSError, ValueError, KeyError, TypeError):
+            raise FileExistsError(f"{out} is not empty and is not a student edition made by `python -m coursekit "
+                                  f"student` (no valid {STUDENT_MARKER} file in it): refusing to replace it, even "
+                                  "with --force; pick a new or empty folder") from None
+        if not force:
+            raise FileExistsError(f"{out} already holds a student edition (it is not empty); "
+                                  "pass --force to replace it")
+        others = sorted(p.name for p in out.iterdir() if p.name not in old and p.name != STUDENT_MARKER)
+        if others:
+            raise FileExistsError(f"{out} holds a student edition and also files it did not write: {others[:5]}; "
+                                  "move them away first (--force replaces only the student edition)")
     sources = [nbformat.read(p, as_version=4) for p in paths]
     editions = [student_notebook(nb, p.name) for nb, p in zip(sources, paths)]  # fail before deleting
     for p, nb, ed in zip(paths, sources, editions):
         leaks = find_leaks(nb, ed)
         if leaks:
             raise RuntimeError(f"{p.name}: the student edition would leak solution lines: {leaks[:5]}")
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
+    for name in old:
+        (out / name).unlink(missing_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
     written = []
     for p, ed in zip(paths, editions):
         _write_atomic(out / p.name, _notebook_text(ed))
         written.append(out / p.name)
     _write_atomic(out / "README.md", _student_readme(paths))
+    _write_atomic(out / STUDENT_MARKER, json.dumps({"made_by": "python -m coursekit student",
+                                                    "files": [p.name for p in written] + ["README.md"]}) + "\n")
     return written
 
 
@@ -508,44 +577,19 @@ def verify_student_run(path: Path, cwd: Path, *, profile: str | None = "smoke",
     return problems, {i: o.ename for i, o in errors.items()}
 
 
-def graded_notebook(source: Any, submission: Any) -> tuple[Any, list[int]]:
-    """The instructor's lesson with each solution cell replaced by the student's cell of the same id.
+def grade(submission: Path, source: Path, *, profile: str | None = "smoke", timeout: float | None = None,
+          seed: int | None = None) -> dict[str, Any]:
+    """Grade one student's notebook against the instructor's lesson ``source``: its row (see
+    :func:`coursekit.grade.grade_batch`). The checks run in this process, not in the student's kernel."""
+    import secrets
 
-    Checks and hidden tests come from ``source``, so a submission that edited or deleted them is
-    graded all the same. Returns the notebook and the indices of the cells that grade (checks and
-    hidden tests).
-    """
-    by_id = {c.get("id"): c for c in submission.cells}
-    nb = copy.deepcopy(source)
-    graded = []
-    for i, cell in enumerate(nb.cells):
-        if cell.cell_type != "code":
-            continue
-        lines = cell.source.split("\n")
-        if any(SOLUTION[0].match(line) for line in lines):
-            if "id" not in cell:
-                raise ValueError("grading needs cell ids (nbformat 4.5): convert the lesson with a recent jupytext")
-            mine = by_id.get(cell["id"])
-            cell.source = mine.source if mine is not None else _stubbed(cell.source, f"cell {i}")
-        if _calls_a_check(cell.source) or any(HIDDEN[0].match(line) for line in lines):
-            graded.append(i)
-        cell.outputs, cell.execution_count = [], None
-    return nb, graded
+    from .grade import DEFAULT_TIMEOUT, Settings, grade_notebook
 
-
-def grade(submission: Path, source: Path, *, profile: str | None = "smoke",
-          timeout: float | None = 600) -> list[dict[str, Any]]:
-    """Run a student's notebook against the source lesson's checks and hidden tests.
-
-    Returns one row per grading cell: ``{"cell", "code", "passed", "message"}``. Written answers
-    (``YOUR ANSWER HERE``) are for a person to read. This executes the student's code: grade
-    inside a container or a throw-away machine.
-    """
-    nb, graded = graded_notebook(nbformat.read(source, as_version=4), nbformat.read(submission, as_version=4))
-    errors = _run_allowing_errors(nb, Path(source).name[:2], Path(source).parent, profile, timeout)
-    return [{"cell": i, "code": _first_line(nb.cells[i].source), "passed": i not in errors,
-             "message": "" if i not in errors else f"{errors[i].ename}: {' '.join(errors[i].evalue.split())[:400]}"}
-            for i in graded]
+    submission, source = Path(submission), Path(source)
+    with tempfile.TemporaryDirectory(prefix="coursekit-grade-") as tmp:
+        return grade_notebook(submission.read_bytes(), nbformat.read(source, as_version=4), source.name[:2],
+                              seed=secrets.randbelow(2 ** 31) if seed is None else seed,
+                              settings=Settings(profile=profile, timeout=timeout or DEFAULT_TIMEOUT), work=Path(tmp))
 
 
 def check_student(lessons_dir: Path = LESSONS_DIR, *, profile: str | None = "smoke", only: Iterable[str] | None = None,
@@ -600,11 +644,17 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--profile", choices=("smoke", "cpu", "gpu"), default="smoke")
     c.add_argument("--lessons", nargs="+", metavar="NN")
     c.add_argument("--timeout", type=float, default=600, help="seconds per cell")
-    r = sub.add_parser("grade", help="run submissions against the lessons' checks and hidden tests")
-    r.add_argument("submissions", nargs="+", type=Path, help="students' NN_name.ipynb files")
+    r = sub.add_parser("grade", help="grade students' notebooks; the checks run outside their kernels")
+    r.add_argument("submissions", nargs="+", type=Path, help="students' NN_name.ipynb files (e.g. alice/01_gap_vs_gmp.ipynb)")
     r.add_argument("--lesson", metavar="NN", help="the lesson they answer (default: from each file name)")
     r.add_argument("--profile", choices=("smoke", "cpu", "gpu"), default="smoke")
-    r.add_argument("--timeout", type=float, default=600, help="seconds per cell")
+    r.add_argument("--timeout", type=float, default=None, help="seconds per exercise (default 30)")
+    r.add_argument("--cell-timeout", type=float, default=None, help="seconds per notebook cell (default 300)")
+    r.add_argument("--out", type=Path, default=REPO_ROOT / "build" / "grades", help="where the gradebooks go")
+    r.add_argument("--seed", type=int, help="the seed of the graded inputs (default: drawn now, saved in the gradebook)")
+    r.add_argument("--whole-notebook", action="store_true", help="run each notebook to its end, not to its last exercise")
+    r.add_argument("--protect", nargs="+", type=Path, metavar="DIR",
+                   help="folders a submission must not change (default: camlib, coursekit, lessons, site-packages)")
     y = sub.add_parser("sync-colab", help="write or refresh each lesson's Colab badge and set-up cells")
     y.add_argument("--check", action="store_true", help="only report; exit 1 if any lesson is out of date")
     y.add_argument("--lessons", nargs="+", metavar="NN")
@@ -629,15 +679,8 @@ def main(argv: list[str] | None = None) -> int:
                 print("PROBLEM:", p)
             return 1 if problems else 0
         if args.command == "grade":
-            for sub_path in args.submissions:
-                lesson = args.lesson or sub_path.name[:2]
-                rows = grade(sub_path, find_lessons(args.lessons_dir, [lesson])[0], profile=args.profile,
-                             timeout=args.timeout)
-                print(f"{sub_path}: {sum(r['passed'] for r in rows)} of {len(rows)} checks passed")
-                for row in rows:
-                    print(f"  cell {row['cell']:3d} {'pass' if row['passed'] else 'FAIL'}  {row['code'][:50]}"
-                          + (f"  -- {row['message']}" if row["message"] else ""))
-            return 0
+            from .grade import main_grade
+            return main_grade(args)
         if args.command == "lessons":
             from .sources import write_notebooks, write_sources
             if args.from_notebooks:

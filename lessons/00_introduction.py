@@ -21,17 +21,20 @@
 # %% tags=["colab-setup"] cellView="form"
 #@title Colab set-up (does nothing outside Colab)
 # Written by `python -m coursekit sync-colab`; edit coursekit/colab_cells.py, not this cell.
-# Tick USE_DRIVE to keep datasets and checkpoints on Google Drive, so a disconnect loses no training.
+# Tick USE_DRIVE to keep datasets and checkpoints on Google Drive, so a disconnect loses no training
+# (decoded-image caches stay on this runtime's fast local disk: see camlib.config.cache_dir).
 USE_DRIVE = False  #@param {type:"boolean"}
 
 import sys
 if "google.colab" in sys.modules:
     import importlib.util, os, subprocess
     if importlib.util.find_spec("camlib") is None:
-        # Pin the torch Colab already has: pip must never replace it (see coursekit/colab_cells.py).
-        from importlib.metadata import version
+        # Pin what Colab already has: pip must never replace it (see coursekit/colab_cells.py).
+        from importlib.metadata import distributions
+        KEEP = ('torch', 'torchvision', 'ipywidgets')
+        have = {(d.metadata["Name"] or "").lower(): d.version for d in distributions()}
         with open("/tmp/keep-colab-torch.txt", "w") as fh:
-            fh.write("".join(f"{p}=={version(p)}\n" for p in ("torch", "torchvision")))
+            fh.write("".join(f"{p}=={have[p]}\n" for p in KEEP if p in have))
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-c", "/tmp/keep-colab-torch.txt",
                         "camlib @ git+https://github.com/cam-course/cam-course"], check=True)
     from google.colab import output
@@ -76,9 +79,11 @@ if "google.colab" in sys.modules:
 # %%
 import torch
 import matplotlib.pyplot as plt
+from IPython.display import Markdown, display
 from skimage import data as skdata
 
 from camlib import cam, config, models, report, viz
+from camlib.data import RealPhotos
 
 cfg = config.get_profile()        # seeds Python, NumPy and torch too
 S = cfg.lesson("00")
@@ -93,12 +98,22 @@ print("sizes for this lesson:", S)
 # 7×7 at 224 px; then global average pooling and one linear layer with 1000 outputs — exactly the
 # structure CAM needs. A `camlib` model returns **both** the logits and those feature maps from one
 # forward pass.
+#
+# The photo is scikit-image's *cameraman*: a man behind a camera on a **tripod**. The tripod is one
+# of ImageNet's 1000 classes, and it fills only part of the picture; `camlib.data.RealPhotos` holds
+# a box drawn around it by hand (`camlib/data/photo_annotations.json`), so we can check where the
+# map lands.
 
 # %%
 model = models.efficientnet_lite0().eval().to(cfg.device)
 names = models.imagenet_categories()
 
-photo = skdata.chelsea()                      # scikit-image's cat photo, (H, W, 3) uint8
+photos = RealPhotos()                        # photos that ship with scikit-image / scikit-learn, boxes by hand
+k = photos.names.index("camera")
+photo, boxes = photos.load(k)                # (H, W, 3) uint8 and the tripod's box (x1, y1, x2, y2)
+tripod_box = boxes[0].tolist()
+H, W = photo.shape[:2]
+box_share = (tripod_box[2] - tripod_box[0]) * (tripod_box[3] - tripod_box[1]) / (H * W)
 x = models.preprocess_imagenet(photo, size=S["image_size"]).to(cfg.device)
 with torch.no_grad():
     out = model(x)
@@ -112,14 +127,15 @@ for p, c in zip(top5.values, top5.indices):
 # %%
 fig, ax = plt.subplots(figsize=(4, 2.4))
 viz.bars([names[c] for c in top5.indices], top5.values.cpu(), ax=ax, xlabel="probability",
-         title="EfficientNet-Lite0 on 'chelsea': top-5")
+         title="EfficientNet-Lite0 on 'cameraman': top-5")
 plt.show()
 
 # %% [markdown]
-# The network's answer is a cat. Now the map: for class $c$, weight each feature map $f_k$ by the
-# classifier's weight $w_k^c$ and add them up,
+# Now the map: for class $c$, weight each feature map $f_k$ by the classifier's weight $w_k^c$ and
+# add them up,
 # $$M_c(x, y) = \sum_k w_k^c\, f_k(x, y).$$
-# Lesson 02 derives this; here we just draw it.
+# Lesson 02 derives this; here we just draw it. The colorbars show the map's own values (nothing is
+# rescaled): a class the network believes in has a map with large values somewhere.
 
 # %%
 top1 = int(top5.indices[0])
@@ -127,54 +143,117 @@ with torch.no_grad():
     maps = cam.class_activation_maps(out.features, model.classifier.weight, classes=top5.indices[None])  # (1, 5, 7, 7)
 print("maps", tuple(maps.shape))
 
-fig, axes = plt.subplots(1, 3, figsize=(10, 3.4))
-viz.show_map(photo, None, ax=axes[0], title="the photo")
-axes[1].imshow(maps[0, 0].cpu(), cmap="jet"); axes[1].set_title(f"raw 7×7 CAM: {names[top1]}"); axes[1].set_axis_off()
+fig, axes = plt.subplots(1, 3, figsize=(11, 3.4))
+viz.show_map(photo, None, ax=axes[0], boxes=[tripod_box], box_labels=["tripod, drawn by hand"], title="the photo")
+im = axes[1].imshow(maps[0, 0].cpu(), cmap="jet")
+viz.map_colorbar(axes[1], im)
+axes[1].set_title(f"raw 7×7 CAM: {names[top1]}", fontsize=9); axes[1].set_axis_off()
 viz.show_map(photo, maps[0, 0], ax=axes[2], title="upsampled and overlaid")
-plt.show()
+plt.tight_layout(); plt.show()
 
 # %% [markdown]
-# The map is coarse (7×7) but it sits on the cat's head — the network looked there to decide.
-# Every class has its own map; here are the top five.
+# Every class has its own map. Here are the top five on **one colour scale**, each with a cross at
+# its peak (the maximum of the map upsampled to the photo), and the hand-drawn tripod box.
+
 
 # %%
-fig, axes = plt.subplots(1, 5, figsize=(14, 3))
+def peak_xy(m, shape):
+    """(x, y) in pixels of the maximum of map ``m`` upsampled to an image of ``shape`` (H, W)."""
+    up = cam.upsample(m[None].float().cpu(), shape)[0]
+    y, x = divmod(int(up.argmax()), up.shape[1])
+    return x, y
+
+
+def where(xy, box):
+    """Where a point lies relative to a pixel-edge box, in words."""
+    (x, y), (x1, y1, x2, y2) = xy, box
+    if x1 <= x < x2 and y1 <= y < y2:
+        return "inside the box"
+    side = ([f"{y1 - y:.0f} px above"] if y < y1 else [f"{y - y2 + 1:.0f} px below"] if y >= y2 else []) + \
+           ([f"{x1 - x:.0f} px left of"] if x < x1 else [f"{x - x2 + 1:.0f} px right of"] if x >= x2 else [])
+    return " and ".join(side) + " the box"
+
+
+peaks = [peak_xy(maps[0, j], (H, W)) for j in range(5)]
+lo, hi = float(maps.min()), float(maps.max())
+fig, axes = plt.subplots(1, 5, figsize=(15, 3.4))
 for j in range(5):
-    viz.show_map(photo, maps[0, j], ax=axes[j], title=f"{names[top5.indices[j]]} ({top5.values[j]:.2f})")
-plt.show()
+    viz.show_map(photo, maps[0, j], ax=axes[j], vmin=lo, vmax=hi, colorbar=(j == 4), boxes=[tripod_box],
+                 box_labels=["tripod, drawn by hand"], legend=(j == 0),
+                 title=f"{names[top5.indices[j]]} ({top5.values[j]:.2f})")
+    axes[j].plot(*peaks[j], "w+", ms=14, mew=3)
+plt.tight_layout(); plt.show()
+
+inside = [where(pk, tripod_box) == "inside the box" for pk in peaks]
+display(Markdown("Where each map peaks, relative to the hand-drawn tripod box (which covers "
+                 f"{box_share:.0%} of the photo):\n\n" + "\n".join(
+                     f"- **{names[c]}** (p = {float(p):.3f}): peak at ({x}, {y}), {where((x, y), tripod_box)}"
+                     for (x, y), c, p in zip(peaks, top5.indices.tolist(), top5.values))))
 
 # %% [markdown]
+# Read the list against the figure: a map shows where the evidence for *its* class is, so classes
+# that name different things in the photo should peak in different places, and classes that name
+# the same thing in the same place.
+#
 # ### Checks
-# Two facts this lesson relies on, checked on the numbers just computed:
-# 1. the classifier calls the photo a cat;
-# 2. the class score is the **mean of the map plus the classifier's bias** (the GAP head makes the
-#    score a spatial average of the map; lesson 02 derives it).
+# Three facts this lesson relies on, checked on the numbers just computed:
+# 1. a claim that could fail: the classifier calls the photo a tripod, the class of the hand-drawn box;
+# 2. a claim that could fail: the tripod's map peaks inside the tripod's box, and another top-5
+#    class's map peaks outside it (were all the maps alike, or did the tripod's map sit anywhere,
+#    this would fail);
+# 3. a *sanity check* (true by construction for any GAP network, so it tests our code, not the
+#    paper): the class score is the **mean of the map plus the classifier's bias** (the GAP head
+#    makes the score a spatial average of the map; lesson 02 derives it).
 
 # %%
-cat_classes = {"Egyptian cat", "tabby", "tiger cat"}
-report.claim("EfficientNet-Lite0 classifies scikit-image's 'chelsea' as a cat (top-1)",
-             names[top1] in cat_classes, ours=f"{names[top1]} ({float(top5.values[0]):.2f})",
-             dataset="skimage chelsea", lesson="00")
+truth = photos.labels[k]
+report.claim("EfficientNet-Lite0's top-1 class for scikit-image's 'cameraman' is the hand-labelled one (tripod)",
+             top1 == truth, ours=f"{names[top1]} ({float(top5.values[0]):.2f})",
+             fails_if=f"the top-1 class is not '{names[truth]}'", dataset="skimage camera", lesson="00")
+others = [names[c] for c, ins in zip(top5.indices.tolist()[1:], inside[1:]) if not ins]
+report.claim("the top-1 class's map peaks inside its hand-drawn box, and another top-5 class's map peaks outside it",
+             inside[0] and len(others) > 0,
+             ours=f"{names[top1]} peak at {peaks[0]} ({where(peaks[0], tripod_box)}); outside: {others or 'none'}",
+             fails_if="the top-1 map peaks outside the box, or every top-5 map peaks inside it (the maps all alike)",
+             dataset=f"skimage camera (box: {box_share:.0%} of the photo)", lesson="00")
 
-score_from_map = maps[0, 0].mean() + model.classifier.bias[top1]
-gap = float((score_from_map - out.logits[0, top1]).abs())
-report.claim("mean of the CAM plus the bias equals the logit (GAP head)", gap < 1e-4,
-             ours=f"|difference| = {gap:.1e}", paper="S_c = sum_xy M_c(x,y) (Eq. in sec. 2)",
-             dataset="skimage chelsea", lesson="00")
+with torch.no_grad():  # reading the classifier's bias, not training it
+    score_from_map = maps[0, 0].mean() + model.classifier.bias[top1]
+    gap = float((score_from_map - out.logits[0, top1]).abs())
+report.sanity("mean of the CAM plus the bias equals the logit (GAP head)", gap < 1e-4,
+              ours=f"|difference| = {gap:.1e}", dataset="skimage camera", lesson="00")
 
 # %% [markdown]
-# Where is the map's peak? Below, the peak cell of the 7×7 map, drawn on the photo.
+# ## A small object
+# The rocket of scikit-image's `rocket` photo covers under 3% of the picture. ImageNet has no
+# "rocket"; its nearest class is *missile* (the annotation's note explains the choice). Where does
+# the missile map peak?
 
 # %%
-m = maps[0, 0]
-peak = int(m.argmax())
-py, px = divmod(peak, m.shape[1])
-H, W = photo.shape[:2]
-cell_h, cell_w = H / m.shape[0], W / m.shape[1]
-fig, ax = plt.subplots(figsize=(4, 3))
-viz.show_map(photo, m, ax=ax, alpha=0.35, boxes=[(px * cell_w, py * cell_h, (px + 1) * cell_w, (py + 1) * cell_h)],
-             title="peak cell of the map")
+kr = photos.names.index("rocket")
+rocket, rboxes = photos.load(kr)
+rocket_box = rboxes[0].tolist()
+rocket_share = (rocket_box[2] - rocket_box[0]) * (rocket_box[3] - rocket_box[1]) / (rocket.shape[0] * rocket.shape[1])
+missile = photos.labels[kr]
+with torch.no_grad():
+    out_r = model(models.preprocess_imagenet(rocket, size=S["image_size"]).to(cfg.device))
+    m_r = cam.class_activation_maps(out_r.features, model.classifier.weight, classes=missile)[0, 0]
+p_r = float(out_r.logits.softmax(1)[0, missile])
+rank_r = int((out_r.logits[0] > out_r.logits[0, missile]).sum()) + 1
+peak_r = peak_xy(m_r, rocket.shape[:2])
+fig, ax = plt.subplots(figsize=(5.5, 3.4))
+viz.show_map(rocket, m_r, ax=ax, alpha=0.45, boxes=[rocket_box], box_labels=["rocket, drawn by hand"],
+             title=f"'{names[missile]}' map (p = {p_r:.2f}, rank {rank_r})")
+ax.plot(*peak_r, "w+", ms=14, mew=3)
 plt.show()
+display(Markdown(f"The **{names[missile]}** map (rank {rank_r} of 1000, p = {p_r:.2f}) peaks at {peak_r}, "
+                 f"{where(peak_r, rocket_box)}, a box that covers {rocket_share:.1%} of the photo."))
+
+# %%
+report.claim("on a small object, the labelled class's map peaks inside the object's hand-drawn box",
+             where(peak_r, rocket_box) == "inside the box",
+             ours=f"peak at {peak_r}, {where(peak_r, rocket_box)} (box: {rocket_share:.1%} of the photo)",
+             fails_if="the map's peak falls outside the rocket's box", dataset="skimage rocket", lesson="00")
 
 # %% [markdown]
 # ## Play with it
@@ -183,15 +262,35 @@ plt.show()
 # %% tags=["explorer"]
 from sklearn.datasets import load_sample_image
 
-photos = {"chelsea": photo, "coffee": skdata.coffee(), "rocket": skdata.rocket(),
-          "china": load_sample_image("china.jpg")}
-explorer = viz.cam_explorer(photos, model, names, device=cfg.device)
+gallery = {"cameraman": photo, "rocket": rocket, "astronaut": skdata.astronaut(), "chelsea": skdata.chelsea(),
+           "coffee": skdata.coffee(), "china": load_sample_image("china.jpg")}
+explorer = viz.cam_explorer(gallery, model, names, device=cfg.device)
+
+# %%
+display(Markdown(
+    "## Summary: what we measured\n"
+    f"- EfficientNet-Lite0 calls the cameraman photo **{names[top1]}** (p = {float(top5.values[0]):.2f}); the "
+    f"top-5 maps peak in {len(set(peaks))} different places, and {sum(inside)} of the 5 peaks lie inside the "
+    f"hand-drawn tripod box ({box_share:.0%} of the photo).\n"
+    f"- Outside that box peak: {', '.join(others) if others else 'none'} — the classes that live elsewhere.\n"
+    f"- On the rocket photo the **{names[missile]}** map peaks {where(peak_r, rocket_box)} "
+    f"({rocket_share:.1%} of the photo).\n"
+    f"- The class score equals the mean of its map plus the bias to {gap:.0e}."))
 
 # %% [markdown]
-# ## Summary
+# ### The ideas
 # - A GAP network's last feature maps, weighted by the classifier's weights, give a map per class.
 # - `camlib` models return logits and feature maps together; `camlib.cam` turns them into maps.
 # - Profiles (`smoke` / `cpu` / `gpu`) decide how large every lesson runs; the device is chosen for you.
+#
+# ## What to try on a GPU
+# Nothing in this lesson grows with the profile: it reads one pretrained network and two photos, and
+# its sizes are the same in `smoke`, `cpu` and `gpu` (224 px; `camlib/config.py`, lesson "00"). What a
+# GPU changes comes in the later lessons: the gpu profile trains lesson 01's two heads on 20,000
+# images for 240 steps and three seeds instead of 8,000 images, 80 steps and two seeds, and lessons 03–06
+# add the real datasets (ILSVRC validation, CUB-200-2011, Caltech-101, Flowers, Pets). Here, try a larger
+# input on any device: `models.preprocess_imagenet(photo, size=448)` gives 14×14 maps — do the peaks
+# move?
 #
 # ## Exercises
 # **Exercise 1.** The map has 7×7 cells for a 224-pixel input. Where does the 7 come from, and how
@@ -205,21 +304,22 @@ explorer = viz.cam_explorer(photos, model, names, device=cfg.device)
 # <!-- END SOLUTION -->
 #
 # **Exercise 2.** Draw the map of a class that is *not* in the top five (for example
-# `names.index("tennis ball")`) for `chelsea`. How does it differ from the top class's map, and why
-# is it still a valid map?
+# `names.index("tennis ball")`) for the cameraman photo, with `viz.show_map`. How does it differ from
+# the top class's map (read the colorbars), and why is it still a valid map?
 #
 # <!-- BEGIN SOLUTION -->
 # `cam.class_activation_maps(out.features, model.classifier.weight, classes=names.index("tennis ball"))`
 # gives it. Its values are much lower (mostly negative: the class's weights disagree with what the
-# features see) and it has no clear peak on the cat; where it is highest is where the image looks
+# features see) and it has no clear peak on the tripod; where it is highest is where the image looks
 # least unlike a tennis ball. Every class has a map because the map is just the class's weights
 # applied at each location; the map only *means* "the object is here" for classes the network
 # believes are present.
 # <!-- END SOLUTION -->
 #
-# **More to try.** Run the same cells on `skimage.data.coffee()` and `skimage.data.rocket()`.
+# **More to try.** Run the same cells on `skimage.data.astronaut()`: ImageNet has no "person", so
+# what does the network name, and where is the map of `names.index("space shuttle")`?
 #
 # ## Questions
 # - Why does the map have 7×7 cells at 224 pixels of input? What sets this number?
-# - The map of the top class is not a segmentation of the cat. What would you expect it to cover,
+# - The map of the top class is not a segmentation of the tripod. What would you expect it to cover,
 #   and what not?

@@ -21,17 +21,20 @@
 # %% tags=["colab-setup"] cellView="form"
 #@title Colab set-up (does nothing outside Colab)
 # Written by `python -m coursekit sync-colab`; edit coursekit/colab_cells.py, not this cell.
-# Tick USE_DRIVE to keep datasets and checkpoints on Google Drive, so a disconnect loses no training.
+# Tick USE_DRIVE to keep datasets and checkpoints on Google Drive, so a disconnect loses no training
+# (decoded-image caches stay on this runtime's fast local disk: see camlib.config.cache_dir).
 USE_DRIVE = False  #@param {type:"boolean"}
 
 import sys
 if "google.colab" in sys.modules:
     import importlib.util, os, subprocess
     if importlib.util.find_spec("camlib") is None:
-        # Pin the torch Colab already has: pip must never replace it (see coursekit/colab_cells.py).
-        from importlib.metadata import version
+        # Pin what Colab already has: pip must never replace it (see coursekit/colab_cells.py).
+        from importlib.metadata import distributions
+        KEEP = ('torch', 'torchvision', 'ipywidgets')
+        have = {(d.metadata["Name"] or "").lower(): d.version for d in distributions()}
         with open("/tmp/keep-colab-torch.txt", "w") as fh:
-            fh.write("".join(f"{p}=={version(p)}\n" for p in ("torch", "torchvision")))
+            fh.write("".join(f"{p}=={have[p]}\n" for p in KEEP if p in have))
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-c", "/tmp/keep-colab-torch.txt",
                         "camlib @ git+https://github.com/cam-course/cam-course"], check=True)
     from google.colab import output
@@ -46,21 +49,26 @@ if "google.colab" in sys.modules:
 # # Lesson 04 — Fine-grained recognition: classify what the CAM points at
 #
 # Section 4.1 of the paper uses CAM for **fine-grained recognition** on CUB-200-2011, 200 bird
-# species that differ in small details. A network sees a photo shrunk to 224 pixels, where the
-# bird may be small and its details lost. The paper's two-stage recipe: classify the full image
-# with a GAP network, take the box around its class activation map (the 20%-of-max rule of
-# lesson 03), crop that region out of the *original* image, and classify the crop with a second
-# classifier trained on such crops. No box is needed at training time. Table 4 reports 63.0%
-# accuracy on the full image, **67.8%** on the CAM crop, and 70.5% on the ground-truth box — the
-# upper bound a perfect localizer would give. We build the same pipeline (`camlib.twostage`) and
-# check the same ordering on data where the effect can be measured exactly.
+# species that differ in small details. Its protocol (Table 4) trains *no* network on the birds:
+# GoogLeNet-GAP, trained on ImageNet, is frozen; a **linear SVM** on its GAP features classifies the
+# full image; the SVM's weights make a class activation map (lesson 05 shows why), whose box (the
+# 20%-of-max rule of lesson 03) is cropped out of the image; a second SVM, on the GAP features of
+# such crops, classifies the crop. Table 4: 63.0% on the full image, **67.8%** on the CAM crop,
+# 70.5% on a crop of the ground-truth box — what a perfect localizer would give.
+#
+# We follow that protocol on data where every box is known, and add the controls that Table 4 lacks:
+# a crop helps for two reasons — it shows the object at a **higher resolution**, and it drops the
+# clutter around it. Only the second depends on *where* the CAM points. So we also classify crops
+# of **exactly the same size at a random place** and **at the centre**, and the **whole frame at
+# the crop's resolution**.
 
 # %%
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from IPython.display import Markdown, display
 
-from camlib import cam, config, metrics, models, report, train, twostage, viz
+from camlib import cam, config, features, localize, metrics, models, report, train, twostage, viz
 from camlib.data import SyntheticSpec, make_synthetic
 from camlib.data.synthetic import COLOUR_NAMES
 
@@ -78,10 +86,10 @@ print(S)
 # the next — decides between the two classes of the pair: eight classes that differ only in a
 # fine detail.
 #
-# Like the paper's networks (224-pixel inputs of larger photos), our classifiers take small inputs:
-# stage 1 sees the whole frame shrunk to `S["input_size"]` pixels (resized with antialiasing, as an
-# image library does), where the stripes are finer than a pixel and blur away. A crop around the
-# object, cut from the full-resolution frame and resized to `S["crop_size"]` pixels, keeps them.
+# Like the paper's network (224-pixel inputs of larger photos), our feature network takes small
+# inputs: it sees the whole frame shrunk to `S["view_size"]` pixels (resized with antialiasing, as an
+# image library does), where a stripe period of 1.2–1.6 pixels is below what the pixels can show and blurs away. A crop around the
+# object, cut from the full-resolution frame and resized to the same `S["view_size"]` pixels, keeps them.
 
 # %%
 spec = SyntheticSpec.preset("fine")
@@ -90,231 +98,330 @@ names = [f"{COLOUR_NAMES[c // 2]}/{('vertical', 'horizontal')[c % 2]}" for c in 
 train_full = make_synthetic(S["n_train"], seed=cfg.seed + 40, spec=spec)
 test_full = make_synthetic(S["n_test"], seed=cfg.seed + 41, spec=spec)
 train_full.class_names = test_full.class_names = names
-C = spec.num_classes
+C, H, R = spec.num_classes, test_full.image_size[0], S["view_size"]
 print(train_full, test_full, sep="\n")
 
-train_small = twostage.resize_dataset(train_full, S["input_size"])
-test_small = twostage.resize_dataset(test_full, S["input_size"])
-gt_view = twostage.crop_dataset(test_full, test_full.boxes, S["crop_size"], margin=S["margin"], min_size=S["min_crop"])
+full_train, full_test = twostage.resize_dataset(train_full, R), twostage.resize_dataset(test_full, R)
+gt_view = twostage.crop_dataset(test_full, test_full.boxes, R, margin=S["margin"], min_size=S["min_crop"])
 show = [int(torch.nonzero(test_full.labels == c)[0]) for c in range(C)]     # one test image per class
 fig, axes = plt.subplots(3, 8, figsize=(15, 6.2))
 for j, i in enumerate(show):
     viz.show_map(test_full.images[i], ax=axes[0, j], boxes=[test_full.boxes[i]], title=names[int(test_full.labels[i])])
-    viz.show_map(test_small.images[i], ax=axes[1, j])
+    viz.show_map(full_test.images[i], ax=axes[1, j])
     viz.show_map(gt_view.images[i], ax=axes[2, j])
-for r, t in enumerate(["128-px frame, true box", f"what stage 1 sees ({S['input_size']} px)",
-                       f"a crop around the object ({S['crop_size']} px)"]):
+for r, t in enumerate([f"{H}-px frame, true box", f"the whole frame at {R} px", f"a crop around the object ({R} px)"]):
     axes[r, 0].text(-0.08, 0.5, t, transform=axes[r, 0].transAxes, rotation=90, va="center", ha="right", fontsize=8)
 plt.tight_layout(); plt.show()
 
-
 # %% [markdown]
-# ## Stage 1: a CAM network on the whole image
+# ## The frozen feature network: trained on other data
 #
-# The small GAP network of lesson 01, trained with image-level labels only on the shrunk frames.
-# For every image we take the map of its **top-1 class** (the paper's protocol: no ground truth at
-# test time) and its box by the paper's rule; the box is found on the small copy and mapped back
-# to the 128-px original (`twostage.boxes_from_crops`).
+# The paper's GoogLeNet-GAP never saw a CUB label. Ours is the small GAP network of lesson 01
+# trained on lesson 01's objects (64-px frames, eight classes named by a head colour, stripes in four
+# directions) — then frozen. Nothing below trains a network: every classifier is a linear SVM on
+# its GAP features.
 
 # %%
-def fit_net(data, name):
-    torch.manual_seed(cfg.seed)
-    net = models.small_cnn(C)
-    train.fit(net, data, steps=S["steps"], batch_size=S["batch_size"], lr=2e-3, seed=cfg.seed, device=cfg.device,
-              checkpoint=config.checkpoint_path(f"lesson04-{name}", seed=cfg.seed, **S), resume=True)
-    return net.eval()
+source = make_synthetic(S["src_n"], seed=cfg.seed + 42, spec=SyntheticSpec(parts=1))   # 64 px, 8 classes
+torch.manual_seed(cfg.seed)
+backbone = models.small_cnn(source.num_classes)
+train.fit(backbone, source, steps=S["src_steps"], batch_size=S["batch_size"], lr=2e-3, seed=cfg.seed, device=cfg.device,
+          checkpoint=config.checkpoint_path("lesson04-source", seed=cfg.seed, **S), resume=True)
+features.freeze(backbone)
+print(f"feature network: {backbone.name}, {backbone.num_features} GAP features, trained on {source.name}")
 
+# %% [markdown]
+# ## Stage 1: a linear SVM on the whole frame, and its CAM
+#
+# The idea in a few lines: GAP features of every frame (shrunk to `R` pixels), a linear SVM on
+# them, and for each test image the map of its top-1 class made with the **SVM's weights**,
+# $M_c = \sum_k w_k^c f_k$, boxed by the paper's rule and taken back to the 128-px frame.
+# No box is used anywhere.
 
-stage1 = fit_net(train_small, "stage1")
-s1_test = twostage.cam_boxes(stage1, test_small)          # top-1 class maps and boxes, small-copy pixels
-cam_boxes_test = twostage.boxes_from_crops(s1_test["boxes"], test_small.extras["crop_box"], S["input_size"])
-acc_full = float((s1_test["classes"] == test_full.labels).float().mean())
+# %%
+f_train = features.extract(backbone, full_train, device=cfg.device)             # F_k: (N, K)
+f_test = features.extract(backbone, full_test, device=cfg.device, maps=True)    # ... and the maps f_k
+svm_full = features.fit_probe(f_train["features"], f_train["labels"], C=S["svm_C"])   # a linear SVM
+acc_full = svm_full.accuracy(f_test["features"], f_test["labels"])
+pred_full = svm_full.decision(f_test["features"]).argmax(1)                     # top-1 class (rows = classes 0..7)
+maps_test = features.probe_cams(f_test["maps"], svm_full, pred_full)[:, 0]      # the SVM's CAM of that class
+cam_boxes_test = localize.boxes_from_maps(cam.upsample(maps_test, (R, R))) * (H / R)   # 20% rule, in 128-px pixels
+print(f"linear SVM on the whole frame at {R} px: accuracy {acc_full:.3f} (chance {1 / C:.3f})")
 
-loc_acc = metrics.box_accuracy(cam_boxes_test, test_full.boxes)       # IoU >= 0.5, top-1 class's map
-known = twostage.cam_boxes(stage1, test_small, classes="label")       # the true class's map (GT-known)
-max_box_acc = metrics.max_box_acc_v2(cam.upsample(known["maps"], test_small.image_size), test_small.boxes)
+# the library version, used from here on (and on the training images, whose crops train stage 2)
+s1 = twostage.probe_boxes(backbone, svm_full, full_test, device=cfg.device)
+cam_boxes_train = twostage.probe_boxes(backbone, svm_full, full_train, device=cfg.device)["boxes"] * (H / R)
+report.sanity("twostage.probe_boxes gives the boxes of the lines above", torch.allclose(s1["boxes"] * (H / R), cam_boxes_test),
+              ours=f"max |difference| {float((s1['boxes'] * (H / R) - cam_boxes_test).abs().max()):.1e} px",
+              dataset="synthetic fine", lesson="04")
+
+# %% [markdown]
+# How good are these boxes? The paper's CAM boxes localize the bird (IoU ≥ 0.5) in about 41% of
+# CUB test images, against 5.5% by chance *(unverified)*. Our "chance": a box of the same size at a
+# random place. IoU punishes a box that is too large as much as one off target, so we also ask
+# where the map *peaks*, and (below) whether the crop we will cut *holds* the object (≥ 90% of its
+# box inside: `twostage.box_coverage`).
+
+# %%
+gen = torch.Generator().manual_seed(cfg.seed)
+loc_acc = metrics.box_accuracy(cam_boxes_test, test_full.boxes)
+loc_chance = metrics.box_accuracy(twostage.same_size_boxes(cam_boxes_test, H, "random", generator=gen), test_full.boxes)
 area = lambda b: (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])  # noqa: E731
 area_ratio = float((area(cam_boxes_test) / area(test_full.boxes)).median())
-print(f"stage 1 accuracy on the full image: {acc_full:.3f}")
-print(f"CAM box localization (top-1 class, IoU >= 0.5): {loc_acc:.3f}; mean IoU "
-      f"{metrics.mean_iou(cam_boxes_test, test_full.boxes):.3f}; CAM box / true box area: {area_ratio:.2f} (median)")
-print(f"MaxBoxAccV2 (true class): {max_box_acc.score:.3f}")
+mean_iou = metrics.mean_iou(cam_boxes_test, test_full.boxes)
+# where does the map peak? On the head (the part whose colour the SVM can see at R px), on the object?
+peak = cam.upsample(s1["maps"], (H, H)).flatten(1).argmax(1)
+near = lambda m: torch.nn.functional.max_pool2d(m[:, None].float(), 9, 1, 4)[:, 0] > 0  # noqa: E731  (within 4 px)
+peak_on = lambda m: float(near(m).flatten(1).gather(1, peak[:, None]).float().mean())  # noqa: E731
+peak_head, peak_object = peak_on(test_full.part_masks), peak_on(test_full.masks)
+chance_head, chance_object = float(near(test_full.part_masks).float().mean()), float(near(test_full.masks).float().mean())
+display(Markdown(
+    f"The SVM's map peaks on (within 4 px of) the object in **{peak_object:.1%}** of the test images — a random pixel "
+    f"would in {chance_object:.1%} — and on its head in {peak_head:.1%} (chance {chance_head:.1%}). So the map finds "
+    f"the object {'far more often than chance' if peak_object > 2 * chance_object else 'hardly more often than chance'}, "
+    f"but its box reaches IoU ≥ 0.5 in only {loc_acc:.1%} of the images (same-size box at a random place: "
+    f"{loc_chance:.1%}; the paper on CUB: about 41% against 5.5%, unverified). Why the boxes are poor here: at {R} px "
+    f"the stripes are gone, so the SVM's evidence is the head's colour, a disc of a few pixels; on a {R // 4}×{R // 4} "
+    f"map (one cell = {4 * H // R} px of the frame) the region above 20% of the peak is a blob of a few cells around "
+    f"the peak (on the head in {peak_head:.0%} of the images), not the object's outline; its median box is "
+    f"{area_ratio:.1f}× the true box's area, in the wrong place or shape for IoU ≥ 0.5. A map that "
+    f"finds a discriminative *part* is still enough to aim a crop at — which is what stage 2 needs."))
 
 # %% [markdown]
-# The boxes: green is the true box, red the CAM box, yellow the region we will crop (the CAM box
-# with a margin of `S["margin"]` of its size on every side, made square, and at least
-# `S["min_crop"]` pixels wide so that a map that found only part of the object still gives some
-# context — `twostage.crop_boxes`).
+# ## The crops and their controls
+#
+# The crop geometry: the CAM box grown by `S["margin"]` of its size on every side, made square, at
+# least `S["min_crop"]` pixels wide, shifted inside the frame (`twostage.crop_boxes`). The controls
+# take **each image's own crop size**: the same square at a random place (where it fits) and at the
+# centre (`twostage.same_size_boxes`). The ground-truth crop uses the true box with the same rule.
 
 # %%
-regions = twostage.crop_boxes(cam_boxes_test, test_full.image_size, margin=S["margin"], min_size=S["min_crop"])
+grow = lambda b: twostage.crop_boxes(b, H, margin=S["margin"], min_size=S["min_crop"])  # noqa: E731
+regions = {"CAM crop": (grow(cam_boxes_train), grow(cam_boxes_test)),
+           "ground-truth crop": (grow(train_full.boxes), grow(test_full.boxes))}
+for where, name in (("random", "same size, random place"), ("centre", "same size, centred")):
+    regions[name] = tuple(twostage.same_size_boxes(r, H, where, generator=gen) for r in regions["CAM crop"])
+holds = {name: float((twostage.box_coverage(r_te, test_full.boxes) >= 0.9).float().mean())
+         for name, (_, r_te) in regions.items()}
+side = float((regions["CAM crop"][1][:, 2] - regions["CAM crop"][1][:, 0]).median())
+
 fig, axes = plt.subplots(1, 8, figsize=(15, 2.3))
 for j, i in enumerate(show):
-    viz.show_map(test_full.images[i], s1_test["maps"][i], ax=axes[j], alpha=0.45,
-                 boxes=[test_full.boxes[i], cam_boxes_test[i], regions[i]], box_colors=("lime", "red", "yellow"),
-                 title=f"pred {names[int(s1_test['classes'][i])]}")
+    viz.show_map(test_full.images[i], s1["maps"][i], ax=axes[j], alpha=0.45, legend=(j == 0),
+                 boxes=[test_full.boxes[i], cam_boxes_test[i], regions["CAM crop"][1][i], regions["same size, random place"][1][i]],
+                 box_colors=("lime", "red", "yellow", "white"),
+                 box_labels=["true box", "CAM box", "CAM crop", "same size, random"], title=f"pred {names[int(pred_full[i])]}")
 plt.tight_layout(); plt.show()
-
-
-# %% [markdown]
-# By the IoU ≥ 0.5 criterion the localization is poor (the paper reports about 41% on CUB). The
-# objects are small and the map is coarse: at 48 px a map cell covers 4 pixels of the small copy,
-# 11 of the original, and the region above 20% of the maximum spreads about a cell past the
-# evidence, so the box is much larger than the object (the area ratio above). The evidence itself
-# is mostly the head: at 48 px the stripes are gone, so only the head colour tells the classes
-# apart. For *cropping* neither matters much: what counts is that the crop holds the object.
-
-# %%
-def holds_object(regions, boxes, fraction=0.9):
-    """Whether each crop region holds at least `fraction` of its object's box."""
-    inter = (torch.min(regions[:, 2:], boxes[:, 2:]) - torch.max(regions[:, :2], boxes[:, :2])).clamp_min(0)
-    return inter.prod(1) / (boxes[:, 2:] - boxes[:, :2]).prod(1) >= fraction
-
-
-crop_holds_object = float(holds_object(regions, test_full.boxes).float().mean())
-H = test_full.image_size[0]
-centre_regions = twostage.crop_boxes(torch.tensor([[H / 2, H / 2, H / 2, H / 2]]).expand(len(test_full), 4),
-                                     H, margin=0.0, min_size=S["min_crop"])       # the same-size crop, centred
-centre_holds = float(holds_object(centre_regions, test_full.boxes).float().mean())
-print(f"the CAM crop holds at least 90% of the object's box in {crop_holds_object:.1%} of the test images "
-      f"(a {S['min_crop']}-px crop in the centre: {centre_holds:.1%})")
+display(Markdown(
+    f"The CAM boxes reach IoU ≥ 0.5 in **{loc_acc:.1%}** of the test images (a same-size box at a random place: "
+    f"{loc_chance:.1%}; mean IoU {mean_iou:.2f}); the median CAM box is {area_ratio:.1f}× the true box's area. "
+    f"The crop around the CAM box holds the object in **{holds['CAM crop']:.1%}** of the images, a crop of the same size "
+    f"at a random place in {holds['same size, random place']:.1%}, at the centre in {holds['same size, centred']:.1%}. "
+    f"The median crop is {side:.0f} px of the {H}-px frame."))
 
 # %% [markdown]
-# ## Stage 2: a second network on the CAM crops
+# ## Stage 2: a linear SVM on each kind of crop
 #
-# The crop network is trained on the crops that stage 1's CAM boxes give on the **training**
-# images — so the whole pipeline still uses image-level labels only, as in the paper, and the crop
-# network learns from crops as imperfect as the ones it will meet. (If boxes were available,
-# training on ground-truth boxes with random jitter — `twostage.jitter_boxes` — would be the
-# alternative.) At test time `twostage.two_stage_predict` runs the whole pipeline.
+# Every view is cut from the 128-px frame and resized to the same `R` pixels, so the frozen network
+# does the same work on each; each gets its own SVM, trained on the training images' crops of that
+# kind (the CAM crops of the training images come from stage 1's boxes: still no box labels).
+# The last control is the whole frame resized so that its pixels are as fine as the CAM crop's:
+# `H · R / side` pixels instead of `R` (the network's GAP takes any size).
 
 # %%
-s1_train = twostage.cam_boxes(stage1, train_small)
-cam_boxes_train = twostage.boxes_from_crops(s1_train["boxes"], train_small.extras["crop_box"], S["input_size"])
-crops_train = twostage.crop_dataset(train_full, cam_boxes_train, S["crop_size"], margin=S["margin"], min_size=S["min_crop"])
-viz.grid(crops_train.images[:8], titles=[names[int(c)] for c in crops_train.labels[:8]], ncols=8, size=1.8,
-         suptitle="training crops from stage 1's CAM boxes")
-plt.show()
-
-stage2 = fit_net(crops_train, "stage2-cam")
-pipeline = twostage.two_stage_predict(stage1, stage2, test_full, input_size=S["input_size"], crop_size=S["crop_size"],
-                                      margin=S["margin"], min_size=S["min_crop"])
-acc_crop = float((pipeline["crop_pred"] == test_full.labels).float().mean())
-print(f"two-stage accuracy (CAM crop): {acc_crop:.3f}")
-
-# %% [markdown]
-# ## The upper bound: crops of the ground-truth box
-#
-# The same crop network trained and tested on crops around the **true** boxes (same margin and
-# minimum size): what the pipeline would reach with perfect localization.
-
-# %%
-gt_train = twostage.crop_dataset(train_full, train_full.boxes, S["crop_size"], margin=S["margin"], min_size=S["min_crop"])
-gt_net = fit_net(gt_train, "stage2-gt")
-acc_gt = float((twostage.cam_boxes(gt_net, gt_view)["classes"] == test_full.labels).float().mean())
-print(f"ground-truth crop accuracy: {acc_gt:.3f}")
+cut = lambda ds, r: twostage.crop_dataset(ds, r, R, margin=0.0, min_size=1)  # noqa: E731  (regions are final)
+acc = {"full image": acc_full}
+for name, (r_tr, r_te) in regions.items():
+    acc[name], _ = twostage.probe_accuracy(backbone, cut(train_full, r_tr), cut(test_full, r_te), C=S["svm_C"],
+                                           device=cfg.device)
+R_fine = int(round(H * R / side))
+acc["full image at the crop's resolution"], _ = twostage.probe_accuracy(
+    backbone, twostage.resize_dataset(train_full, R_fine), twostage.resize_dataset(test_full, R_fine), C=S["svm_C"],
+    device=cfg.device)
+acc_crop, acc_gt = acc["CAM crop"], acc["ground-truth crop"]
+acc_ctrl = max(acc["same size, random place"], acc["same size, centred"])
+acc_hires = acc["full image at the crop's resolution"]
+for name, a in acc.items():
+    print(f"{name:>38s}: {a:.3f}")
 
 # %% [markdown]
 # ## Results beside Table 4
 
 # %%
-rows = [("full image", acc_full, 63.0), ("crop around the CAM box", acc_crop, 67.8),
-        ("crop around the ground-truth box", acc_gt, 70.5)]
-print(f"{'':>34s} {'ours (synthetic)':>17s} {'paper (CUB, GoogLeNet-GAP)':>27s}")
+rows = [("full image", acc_full, 63.0), ("CAM crop", acc_crop, 67.8), ("ground-truth crop", acc_gt, 70.5)]
+print(f"{'':>20s} {'ours (synthetic)':>17s} {'paper (CUB, GoogLeNet-GAP)':>27s}")
 for name, ours, paper in rows:
-    print(f"{name:>34s} {100 * ours:>16.1f}% {paper:>26.1f}%")
-fig, ax = plt.subplots(figsize=(6, 2.8))
-x = np.arange(3)
-ax.bar(x - 0.2, [100 * r[1] for r in rows], 0.4, label="ours (synthetic, 8 classes)")
-ax.bar(x + 0.2, [r[2] for r in rows], 0.4, label="paper (CUB, 200 classes)")
-ax.set_xticks(x, ["full image", "CAM crop", "GT crop"]); ax.set_ylabel("accuracy (%)"); ax.set_ylim(0, 100)
-ax.legend(fontsize=8); plt.show()
+    print(f"{name:>20s} {100 * ours:>16.1f}% {paper:>26.1f}%")
+# two datasets, two panels: the synthetic and the CUB numbers are not on one scale of difficulty
+fig, axes = plt.subplots(1, 2, figsize=(11, 3), gridspec_kw=dict(width_ratios=[2, 1]))
+order = ["full image", "full image at the crop's resolution", "same size, random place", "same size, centred",
+         "CAM crop", "ground-truth crop"]
+bars_ = axes[0].bar(np.arange(len(order)), [100 * acc[k] for k in order], 0.6,
+                    color=["tab:blue", "tab:gray", "tab:gray", "tab:gray", "tab:blue", "tab:blue"])
+axes[0].bar_label(bars_, fmt="%.1f", fontsize=8)
+axes[0].set_xticks(np.arange(len(order)), [k.replace(", ", ",\n").replace(" at ", "\nat ") for k in order], fontsize=7)
+axes[0].set_title("ours: frozen features + linear SVM, synthetic, 8 classes (grey: controls)", fontsize=9)
+bars_ = axes[1].bar(np.arange(3), [r[2] for r in rows], 0.6, color="tab:orange")
+axes[1].bar_label(bars_, fmt="%.1f", fontsize=8)
+axes[1].set_xticks(np.arange(3), [r[0].replace(" crop", "\ncrop") for r in rows], fontsize=7)
+axes[1].set_title("paper: CUB, 200 classes (Table 4)", fontsize=9)
+for ax in axes:
+    ax.set_ylim(0, 105)
+axes[0].set_ylabel("accuracy (%)")
+plt.tight_layout(); plt.show()
 
 # %% [markdown]
-# Where does the crop help? The images stage 1 got wrong and stage 2 got right are mostly the
-# right head colour with the wrong stripes: at the small input size stage 1 can name the pair but
-# not the class within it.
+# What does stage 1 lack? At `R` pixels the stripes are gone, so the whole-frame SVM can name the
+# head colour's pair but not the class within it.
 
 # %%
-full_pred, crop_pred, y = pipeline["full_pred"], pipeline["crop_pred"], test_full.labels
-same_pair = float(((full_pred // 2) == (y // 2)).float().mean())
-print(f"stage 1 names the right pair (head colour) in {same_pair:.1%} of the images, the right class in {acc_full:.1%}")
-fixed = torch.nonzero((full_pred != y) & (crop_pred == y))[:, 0][:8].tolist()
-if fixed:
-    fig, axes = plt.subplots(2, len(fixed), figsize=(1.9 * len(fixed), 4.2), squeeze=False)
-    for j, i in enumerate(fixed):
-        viz.show_map(test_small.images[i], ax=axes[0, j], title=f"stage 1: {names[int(full_pred[i])]}")
-        viz.show_map(pipeline["crops"].images[i], ax=axes[1, j], title=f"crop: {names[int(crop_pred[i])]}")
-    plt.tight_layout(); plt.show()
+same_pair = float(((pred_full // 2) == (test_full.labels // 2)).float().mean())
+display(Markdown(
+    f"- Stage 1 names the right pair in **{same_pair:.1%}** of the images, the right class in {acc_full:.1%}.\n"
+    f"- The CAM crop: {acc_crop:.1%}; crops of the same size elsewhere: {acc['same size, random place']:.1%} (random "
+    f"place), {acc['same size, centred']:.1%} (centred) — the CAM crop is "
+    f"{'ahead' if acc_crop > acc_ctrl else 'not ahead'} by {100 * (acc_crop - acc_ctrl):+.1f} points, so *where* the crop "
+    f"is cut {'matters' if acc_crop > acc_ctrl else 'does not matter here'}.\n"
+    f"- The whole frame at the crop's resolution ({R_fine} px, {(R_fine / R) ** 2:.1f}× the pixels): {acc_hires:.1%}, "
+    f"{'above' if acc_hires > acc_crop else 'below'} the CAM crop by {100 * abs(acc_hires - acc_crop):.1f} points. "
+    + ("Resolution alone recovers the gain here: with every pixel as fine as the crop's, the clutter around the object "
+       "does not stop a linear SVM on GAP features. The crop buys the same accuracy for fewer pixels."
+       if acc_hires >= acc_crop - S["bound_tol"] else
+       "Cropping does more than raise the resolution: the clutter around the object dilutes its GAP features.")
+    + f"\n- A perfect localizer (the ground-truth crop) reaches {acc_gt:.1%}: better boxes would be worth "
+      f"{100 * (acc_gt - acc_crop):+.1f} points."))
 
 # %% [markdown]
 # ### Checks
+# Each claim says what result would have made it fail; the observation above (the whole frame at
+# the crop's resolution) is reported, not claimed.
 
 # %%
-data_name = f"synthetic fine ({S['n_test']} test images, {S['steps']} steps per network)"
-report.claim("classifying the crop around the CAM box beats classifying the full image",
-             acc_crop >= acc_full + S["min_gain"], ours=f"crop {acc_crop:.3f} vs full {acc_full:.3f}",
-             paper="67.8 vs 63.0 (Table 4, CUB)", dataset=data_name, lesson="04")
-report.claim(f"the ground-truth crop bounds both: above the full image by a clear margin, and at least the CAM "
-             f"crop (within {S['bound_tol']:.0%}, the test set's sampling noise near the ceiling)",
-             acc_gt >= acc_full + S["min_gain"] and acc_gt >= acc_crop - S["bound_tol"],
-             ours=f"GT {acc_gt:.3f}, CAM {acc_crop:.3f}, full {acc_full:.3f}",
-             paper="70.5 >= 67.8 >= 63.0 (Table 4)", dataset=data_name, lesson="04")
-report.claim("the crop around the CAM box holds the object (>= 90% of its box) far more often than a centred crop "
-             "of the same size",
-             crop_holds_object >= max(S["min_holds"], centre_holds + S["min_gain"]),
-             ours=f"CAM crop {crop_holds_object:.3f} vs centred crop {centre_holds:.3f}", dataset=data_name, lesson="04")
+data_name = f"synthetic fine ({S['n_test']} test images; features: small GAP net, {S['src_steps']} steps on other data)"
+report.claim("the linear SVM on the CAM crop beats the SVM on the full image", acc_crop >= acc_full + S["min_gain"],
+             ours=f"crop {acc_crop:.3f} vs full {acc_full:.3f}", paper="67.8 vs 63.0 (Table 4, CUB)", dataset=data_name,
+             fails_if=f"the CAM crop is less than {S['min_gain']:.2f} above the full image", lesson="04")
+report.claim("the CAM's location helps: its crop beats crops of exactly the same size at a random place and at the centre",
+             acc_crop >= acc_ctrl + S["loc_gain"],
+             ours=f"CAM crop {acc_crop:.3f} vs random {acc['same size, random place']:.3f}, centred {acc['same size, centred']:.3f}",
+             dataset=data_name, fails_if=f"the CAM crop is less than {S['loc_gain']:.2f} above the better same-size control",
+             lesson="04")
+report.claim("the SVM's CAM peaks on the object far more often than a random pixel lands on it",
+             peak_object >= chance_object + S["loc_gain"], ours=f"{peak_object:.3f} vs chance {chance_object:.3f}",
+             dataset=data_name, fails_if=f"the peak is on (within 4 px of) the object less than {S['loc_gain']:.2f} more "
+             "often than a random pixel", lesson="04")
+report.claim("the crop around the CAM box holds the object far more often than a same-size crop at a random place",
+             holds["CAM crop"] >= holds["same size, random place"] + S["loc_gain"],
+             ours=f"CAM crop {holds['CAM crop']:.3f} vs random {holds['same size, random place']:.3f}", dataset=data_name,
+             fails_if=f"the CAM crop holds the object (>= 90% of its box) less than {S['loc_gain']:.2f} more often", lesson="04")
+report.claim("better localization would help more: the ground-truth crop beats the CAM crop",
+             acc_gt >= acc_crop + S["gt_gain"], ours=f"GT {acc_gt:.3f} vs CAM {acc_crop:.3f}",
+             paper="70.5 vs 67.8 (Table 4)", dataset=data_name,
+             fails_if=f"the ground-truth crop is less than {S['gt_gain']:.2f} above the CAM crop", lesson="04")
 report.claim("stage 1 names the right pair far more often than the right class (the fine detail is what it lacks)",
              same_pair >= acc_full + S["min_gain"], ours=f"pair {same_pair:.3f} vs class {acc_full:.3f}",
-             dataset=data_name, lesson="04")
-print(f"(reported, not claimed: CAM box localization {loc_acc:.3f} at IoU >= 0.5, MaxBoxAccV2 {max_box_acc.score:.3f};"
-      " the paper: about 41% of CUB test images localized, unverified)")
-
+             dataset=data_name, fails_if=f"the pair is right less than {S['min_gain']:.2f} more often than the class",
+             lesson="04")
+print(f"(observations, not claims: CAM boxes at IoU >= 0.5 {loc_acc:.3f} vs {loc_chance:.3f} for a same-size box at a random "
+      f"place -- the paper: about 41% vs 5.5%, unverified; the whole frame at the crop's resolution {acc_hires:.3f} vs the "
+      f"CAM crop {acc_crop:.3f})")
 
 # %% [markdown]
 # ## On a GPU: CUB-200-2011 with GoogLeNet-GAP and ResNet-50
 #
-# The same pipeline (`twostage.run_two_stage`) on the real benchmark: CUB-200-2011 decoded once
+# First the paper's own protocol on the real benchmark (`cub_frozen_svm`): torchvision's ImageNet
+# GoogLeNet, frozen, its GAP features, linear SVMs on the full image, the CAM crop and the
+# ground-truth crop. Then the two-stage pipeline with *fine-tuned* networks (`twostage.run_two_stage`),
+# as later work does. CUB-200-2011 is decoded once
 # into a 448-px cache (`camlib.data.cache`), each network an ImageNet-pretrained backbone with the
 # paper's surgery (GoogLeNet-GAP) or a stride-1 ResNet-50, fine-tuned with Choe et al.'s recipe
-# (`camlib.recipes`), training on random 224 crops of 256-px images. This runs in the `gpu` profile
-# when CUB is in `data/` (lesson 03 shows how to get it); elsewhere it says what it needs and skips.
+# (`camlib.recipes`), training on random 224 crops of 256-px images. In the `gpu` profile this cell
+# downloads CUB-200-2011 (1.15 GB, from the Caltech data repository, MD5-checked) into `data/`, and
+# every network checkpoints as it trains: after a disconnect, run the cell again and it continues
+# where it stopped. Elsewhere (or with `CAMLIB_REAL_DATA=0`) it says so in one line and skips.
 
 # %%
+def cub_frozen_svm(tr, te, size=224):
+    """Table 4's own protocol on CUB: torchvision's ImageNet GoogLeNet up to inception5b (then GAP), frozen;
+    a linear SVM on the full image, its CAM's box, and SVMs on CAM crops and ground-truth crops."""
+    from torchvision.models.feature_extraction import create_feature_extractor
+
+    class Trunk(torch.nn.Module):
+        def __init__(self, base):
+            super().__init__()
+            self.body = create_feature_extractor(base, {"inception5b": "f"})
+
+        def forward(self, x):
+            return self.body(x)["f"]
+
+    base = models.torchvision_model("googlenet", "DEFAULT", who="lesson 04").eval()
+    net = features.freeze(models.CAMNet(Trunk(base), 1024, 1000, "gap", name="googlenet").to(cfg.device))
+    side = tr.image_size[0]                                  # the cache's side: boxes are in its pixels
+    full_tr, full_te = twostage.resize_dataset(tr, size), twostage.resize_dataset(te, size)
+    acc_full, svm = twostage.probe_accuracy(net, full_tr, full_te, C=S["svm_C"], device=cfg.device)
+    b_tr, b_te = (twostage.probe_boxes(net, svm, d, device=cfg.device)["boxes"] * (side / size) for d in (full_tr, full_te))
+    grow = lambda b: twostage.crop_boxes(b, side, margin=S["cub_margin"])  # noqa: E731
+    cut = lambda ds, r: twostage.crop_dataset(ds, r, size, margin=0.0)  # noqa: E731
+    acc_crop, _ = twostage.probe_accuracy(net, cut(tr, grow(b_tr)), cut(te, grow(b_te)), C=S["svm_C"], device=cfg.device)
+    acc_gt, _ = twostage.probe_accuracy(net, cut(tr, grow(tr.boxes.cpu())), cut(te, grow(te.boxes.cpu())), C=S["svm_C"],
+                                        device=cfg.device)
+    return dict(acc_full=acc_full, acc_crop=acc_crop, acc_gt=acc_gt, loc_acc=metrics.box_accuracy(b_te, te.boxes.cpu()))
+
+
 def cub_two_stage():
-    if cfg.name != "gpu":
-        print(f"skipped: the CUB experiment runs with CAMLIB_PROFILE=gpu (this run: {cfg.name})")
+    if not config.real_data_ready(cfg, "The CUB-200-2011 experiment"):
         return None
     from camlib import recipes
     from camlib.data.augment import GPUAugment
     from camlib.data.cache import cached
     from camlib.data.common import DatasetNotFoundError
     from camlib.data.cub import CUB200
+    from camlib.data.download import ChecksumError, DownloadError
     try:
-        cub_train, cub_test = CUB200(split="train"), CUB200(split="test")
-    except DatasetNotFoundError as e:
-        print(f"skipped: {e}")
+        cub_train, cub_test = CUB200(split="train", download=True), CUB200(split="test")
+    except (DatasetNotFoundError, DownloadError, ChecksumError) as e:
+        config.skip_real_data(f"CUB-200-2011 could not be had: {str(e).splitlines()[0]}")
         return None
     tr, te = cached(cub_train, S["cub_cache"]), cached(cub_test, S["cub_cache"])
+    try:
+        frozen = cub_frozen_svm(tr, te)
+    except OSError as e:  # torchvision's ImageNet weights could not be loaded
+        config.skip_real_data(f"googlenet: the ImageNet weights could not be loaded ({type(e).__name__}: {e}).")
+        frozen = None
+    if frozen is not None:
+        print(f"Table 4's protocol (frozen ImageNet GoogLeNet, GAP features, linear SVMs): full {frozen['acc_full']:.3f}  "
+              f"CAM crop {frozen['acc_crop']:.3f}  GT crop {frozen['acc_gt']:.3f}  CAM box loc@0.5 {frozen['loc_acc']:.3f}")
+        print("[reported, not asserted: not yet measured on a GPU] CUB, frozen GoogLeNet + SVM: CAM crop vs full image -- "
+              f"ours: {frozen['acc_crop']:.3f} vs {frozen['acc_full']:.3f}; paper: 67.8 vs 63.0")
     table = {}
     for name in S["cub_models"]:
         r = recipes.get(f"cub-{name.replace('_cam', '-cam').replace('_gap', '-gap')}")
         fit_kw = dict(r.train)
-        batch = fit_kw["batch_size"]
-        per_epoch = len(tr) // batch
+        fit_kw["batch_size"] = batch = S.get("cub_batch_size", fit_kw["batch_size"])
+        per_epoch = max(1, len(tr) // batch)
         every = fit_kw.pop("decay_every_epochs", None)
         if every is not None:
             fit_kw["decay_every"] = every * per_epoch
-        out = twostage.run_two_stage(
-            tr, te, lambda: models.build(name, num_classes=200, weights="DEFAULT"), input_size=224, crop_size=224,
-            train_size=256, steps=S["cub_epochs"] * per_epoch, margin=S["cub_margin"], device=cfg.device,
-            augment=lambda ds, size: GPUAugment.like(ds, size, mode="crop", flip=0.5), **fit_kw)
+        try:
+            out = twostage.run_two_stage(
+                tr, te, lambda: models.build(name, num_classes=200, weights="DEFAULT"), input_size=224,
+                crop_size=224, train_size=256, steps=S["cub_epochs"] * per_epoch, margin=S["cub_margin"],
+                device=cfg.device, augment=lambda ds, size: GPUAugment.like(ds, size, mode="crop", flip=0.5),
+                checkpoint=config.checkpoint_path(f"lesson04-cub-{name}", seed=cfg.seed, sizes=S, fit=fit_kw), **fit_kw)
+        except OSError as e:  # torchvision's ImageNet weights could not be downloaded
+            config.skip_real_data(f"{name}: the ImageNet weights could not be loaded ({type(e).__name__}: {e}).")
+            continue
         table[name] = out
         print(f"{name}: full {out['acc_full']:.3f}  CAM crop {out['acc_crop']:.3f}  GT crop {out['acc_gt']:.3f}  "
               f"loc@0.5 {out['loc_acc']:.3f}  MaxBoxAccV2 {out['max_box_acc_v2']:.3f}")
     print("paper (Table 4, GoogLeNet-GAP, features + linear SVM): full 63.0, CAM crop 67.8, GT box 70.5")
     for name, out in table.items():
-        report.claim(f"CUB, {name}: the CAM crop beats the full image", out["acc_crop"] > out["acc_full"],
+        text = f"CUB, {name}: the CAM crop beats the full image"
+        if config.is_tiny():   # a few fixture images and one step prove nothing: reported, not asserted
+            print(f"[reported, not asserted at CAMLIB_SCALE=tiny] {text} -- ours: "
+                  f"{out['acc_crop']:.3f} vs {out['acc_full']:.3f}")
+            continue
+        report.claim(text, out["acc_crop"] > out["acc_full"],
                      ours=f"{out['acc_crop']:.3f} vs {out['acc_full']:.3f}", paper="67.8 vs 63.0 (Table 4)",
                      dataset="CUB-200-2011 test", lesson="04")
     return table
@@ -329,7 +436,7 @@ cub_results = cub_two_stage()
 # *and* below; round outwards to whole pixels (floor `x1, y1`, ceil `x2, y2`); clip to the image
 # `[0, width] × [0, height]`. Return a tensor of 4 values.
 
-# %%
+# %% nbgrader={"grade": false, "grade_id": "04_crop_box", "locked": false, "schema_version": 3, "solution": true, "task": false}
 import math
 from camlib.exercises import check_crop_box
 
@@ -347,39 +454,41 @@ def crop_box(box, margin, height, width):
 check_crop_box(crop_box)
 
 # %% [markdown]
-# **Exercise 2.** The CAM boxes here fail the IoU ≥ 0.5 test almost always, yet the CAM crop
-# classifies nearly as well as the ground-truth crop. Explain how both can be true.
+# **Exercise 2.** The CAM boxes here often fail the IoU ≥ 0.5 test, yet the crop around them
+# usually holds the object and classifies far better than the full image. Explain how both can be true.
 #
 # <!-- BEGIN SOLUTION -->
 # IoU punishes a box that is too *large* as much as one that is off target. The coarse stage-1 map
 # gives boxes a few times the object's area, so IoU is low; but such a box still *contains* the
-# object (the crop holds it in about 97% of images), and after the margin and resize the crop shows
-# the small discriminative stripes at a resolution where the second network can read them. For
+# object (see the "holds the object" rate above), and after the margin and resize the crop shows
+# the small discriminative stripes at a resolution where the second SVM can read them. For
 # cropping, containment matters; for the localization metric, tightness does.
 # <!-- END SOLUTION -->
 
 # %% [markdown]
 # ## Summary
-# - The CAM of a GAP network, trained with image-level labels only, tells *where* to look; cropping
-#   there and classifying the crop with a second network recovers details that the shrunk full
-#   image loses (paper section 4.1, Table 4).
-# - The crop network is trained on the CAM crops of the training images, so no box is ever used;
-#   ground-truth crops give the upper bound.
+# - Table 4's protocol: a frozen GAP network trained on other data, a linear SVM on its GAP features;
+#   the SVM's weights make the CAM, whose crop a second SVM classifies (paper section 4.1). No
+#   network is trained on the task and no box is ever used; ground-truth crops give the upper bound.
+# - A crop helps for two reasons, resolution and focus. Crops of the same size elsewhere isolate
+#   what the CAM's *location* adds; the whole frame at the crop's resolution isolates resolution.
 # - A localization that is poor by the IoU ≥ 0.5 criterion can still give good crops: what matters
 #   is that the crop holds the object.
 #
 # ## More exercises
 # 1. Set the margin to 0 and the minimum crop size to 1 pixel. What happens to the CAM-crop
 #    accuracy, and why?
-# 2. Train the crop network on ground-truth boxes with random jitter (`twostage.jitter_boxes`) and
+# 2. Train the crop SVM on ground-truth boxes with random jitter (`twostage.jitter_boxes`) and
 #    test it on the CAM crops. Is it better or worse than training on the CAM crops?
-# 3. Give stage 1 a larger input (e.g. 96 px). How do the three accuracies change? At what input
+# 3. Give stage 1 a larger view (`S["view_size"]` = 96). How do the accuracies change? At what view
 #    size does the crop stop helping?
+# 5. Use EfficientNet-Lite0 (ImageNet, `models.efficientnet_lite0()`, with ImageNet normalization) as
+#    the frozen feature network instead. Which views gain, and what happens to the CAM boxes?
 # 4. Replace the top-1 class's map by the map of the true class for the *test* crops. How much of
 #    the gap to the ground-truth crop closes? Is that a fair number to report?
 #
 # ## Questions
-# - Why train the crop network on crops of stage 1's boxes rather than on ground-truth boxes, when
+# - Why train the crop SVM on crops of stage 1's boxes rather than on ground-truth boxes, when
 #   the latter look cleaner?
 # - The paper's localization on CUB (about 41% at IoU ≥ 0.5) is far below its classification gain.
 #   How can a poor localizer still help classification?

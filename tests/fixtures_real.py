@@ -29,6 +29,8 @@ class LoopbackServer:
         self.log: list[tuple[str, str | None, int]] = []
         self.truncate_next: int | None = None
         self.ignore_range = False
+        self.no_length = False                   # send no Content-Length: the body ends when the connection closes
+        self.headers: dict[str, dict[str, str]] = {}   # url path -> extra headers (ETag, Last-Modified)
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -62,7 +64,13 @@ class LoopbackServer:
                 else:
                     self.send_response(200)
                 body = data[start:]
-                self.send_header("Content-Length", str(len(body)))
+                for k, v in server.headers.get(self.path.split("?")[0], {}).items():
+                    self.send_header(k, v)
+                if server.no_length:
+                    self.send_header("Connection", "close")
+                    self.close_connection = True
+                else:
+                    self.send_header("Content-Length", str(len(body)))
                 self.send_header("Accept-Ranges", "bytes")
                 self.end_headers()
                 if server.truncate_next is not None:
@@ -112,11 +120,21 @@ def tgz_of_dir(folder: Path, arcname: str, extra: dict[str, bytes] | None = None
 
 # ----------------------------------------------------------------------------- images
 
-def write_jpeg(path: Path, width: int, height: int, seed: int) -> None:
+def write_jpeg(path: Path, width: int, height: int, seed: int, mode: str = "RGB") -> None:
+    """A random JPEG; ``mode`` "RGB", "L" (greyscale, as some Caltech-101 / ILSVRC files are),
+    "CMYK" (as some ILSVRC files are) or "truncated" (an RGB JPEG cut to half its bytes)."""
     rng = np.random.default_rng(seed)
     arr = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(arr).save(path, format="JPEG", quality=90)
+    img = Image.fromarray(arr)
+    if mode in ("L", "CMYK"):
+        img = img.convert(mode)
+    elif mode not in ("RGB", "truncated"):
+        raise ValueError(mode)
+    img.save(path, format="JPEG", quality=90)
+    if mode == "truncated":
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
 
 
 # ----------------------------------------------------------------------------- CUB-200-2011
@@ -124,7 +142,7 @@ def write_jpeg(path: Path, width: int, height: int, seed: int) -> None:
 CUB_CLASSES = ["001.Black_footed_Albatross", "002.Laysan_Albatross", "003.Sooty_Albatross"]
 
 
-def make_cub(root: Path, with_segmentations: bool = True) -> list[dict]:
+def make_cub(root: Path, with_segmentations: bool = True, odd_modes: bool = False) -> list[dict]:
     """Write ``root/CUB_200_2011`` with 9 images (3 per class) in the published format.
 
     Returns the ground truth per image: id, path, label (0-based), is_train, the pixel-edge box,
@@ -139,7 +157,8 @@ def make_cub(root: Path, with_segmentations: bool = True) -> list[dict]:
             image_id += 1
             w, h = int(rng.integers(30, 50)), int(rng.integers(24, 40))
             rel = f"{cname}/{cname.split('.')[1]}_{k:04d}_{image_id}.jpg"
-            write_jpeg(base / "images" / rel, w, h, seed=image_id)
+            mode = {1: "L", 5: "CMYK"}.get(image_id, "RGB") if odd_modes else "RGB"
+            write_jpeg(base / "images" / rel, w, h, seed=image_id, mode=mode)
             x, y = float(rng.integers(0, w // 3)) + 0.5, float(rng.integers(0, h // 3))
             bw, bh = float(rng.integers(5, w - int(x) - 1)), float(rng.integers(5, h - int(y) - 1)) + 0.25
             entry = {"id": image_id, "path": rel, "label": c - 1, "is_train": int(k != 2),
@@ -188,7 +207,8 @@ def _voc_xml(image_id: str, w: int, h: int, objects) -> str:
             f"<segmented>0</segmented>{objs}</annotation>")
 
 
-def make_ilsvrc(root: Path, layout: str = "kaggle", use_csv: bool = True, synsets: bool = True) -> Path:
+def make_ilsvrc(root: Path, layout: str = "kaggle", use_csv: bool = True, synsets: bool = True,
+                odd_modes: bool = False) -> Path:
     """Write the validation fixture under ``root`` in the Kaggle or the image-net.org layout."""
     if layout == "kaggle":
         img_dir, xml_dir = root / "ILSVRC/Data/CLS-LOC/val", root / "ILSVRC/Annotations/CLS-LOC/val"
@@ -197,7 +217,8 @@ def make_ilsvrc(root: Path, layout: str = "kaggle", use_csv: bool = True, synset
     else:
         raise ValueError(layout)
     for k, (image_id, (w, h, objs)) in enumerate(ILSVRC_TRUTH.items()):
-        write_jpeg(img_dir / f"{image_id}.JPEG", w, h, seed=100 + k)
+        mode = ("CMYK", "L", "RGB")[k] if odd_modes else "RGB"
+        write_jpeg(img_dir / f"{image_id}.JPEG", w, h, seed=100 + k, mode=mode)
         if not (layout == "kaggle" and use_csv):
             xml_dir.mkdir(parents=True, exist_ok=True)
             (xml_dir / f"{image_id}.xml").write_text(_voc_xml(image_id, w, h, objs))
@@ -243,3 +264,146 @@ def make_pets(root: Path) -> dict[str, np.ndarray]:
         rows = [f"{i} {c} {s} {b}\n" for i, c, s, b, sp in PET_IMAGES if sp == split]
         (base / "annotations" / f"{split}.txt").write_text("".join(rows))
     return trimaps
+
+
+# ----------------------------------------------------------------------------- ILSVRC 2012 train
+
+def make_ilsvrc_train(root: Path, per_class: int = 3) -> Path:
+    """``root/ILSVRC/Data/CLS-LOC/train/<wnid>/<wnid>_<k>.JPEG`` (Kaggle's layout; one folder per
+    wnid, as ImageFolder reads it), ``per_class`` images for each of :data:`SYNSETS`."""
+    base = root / "ILSVRC/Data/CLS-LOC/train"
+    for c, (wnid, _) in enumerate(SYNSETS):
+        for k in range(per_class):
+            mode = "CMYK" if (c, k) == (1, 0) else "RGB"     # the train set holds a few CMYK JPEGs
+            write_jpeg(base / wnid / f"{wnid}_{k + 1}.JPEG", 40 + 3 * k, 32 + 2 * c, seed=300 + 10 * c + k, mode=mode)
+    return base
+
+
+# ----------------------------------------------------------------------------- Caltech-101
+
+CALTECH_CLASSES = ["accordion", "airplanes", "anchor"]
+
+
+def make_caltech101(root: Path, per_class: int = 4) -> Path:
+    """``root/caltech101`` as torchvision's ``Caltech101`` reads it (the unpacked
+    ``101_ObjectCategories.tar.gz`` and ``Annotations.tar``)::
+
+        caltech101/101_ObjectCategories/<class>/image_0001.jpg ...   (plus BACKGROUND_Google/)
+        caltech101/Annotations/<class or mapped name>/annotation_0001.mat
+
+    One image is greyscale, one CMYK and one truncated (``airplanes/image_0002.jpg``)."""
+    import scipy.io
+
+    base = root / "caltech101"
+    odd = {("accordion", 1): "L", ("anchor", 3): "CMYK", ("airplanes", 2): "truncated"}
+    write_jpeg(base / "101_ObjectCategories" / "BACKGROUND_Google" / "image_0001.jpg", 36, 30, seed=399)
+    ann_name = {"airplanes": "Airplanes_Side_2"}
+    for c, name in enumerate(CALTECH_CLASSES):
+        for k in range(1, per_class + 1):
+            w, h = 40 + 2 * k, 30 + c
+            write_jpeg(base / "101_ObjectCategories" / name / f"image_{k:04d}.jpg", w, h,
+                       seed=400 + 10 * c + k, mode=odd.get((name, k), "RGB"))
+            mat = base / "Annotations" / ann_name.get(name, name) / f"annotation_{k:04d}.mat"
+            mat.parent.mkdir(parents=True, exist_ok=True)
+            scipy.io.savemat(mat, {"box_coord": np.array([[2, h - 3, 3, w - 4]], np.uint16),
+                                   "obj_contour": np.array([[1.0, 5.0, 5.0], [1.0, 1.0, 6.0]])})
+    return base
+
+
+# ----------------------------------------------------------------------------- Flowers-102
+
+def make_flowers102(root: Path, n_classes: int = 3, per_split: int = 2) -> Path:
+    """``root/flowers-102`` as torchvision's ``Flowers102`` reads it::
+
+        flowers-102/jpg/image_00001.jpg ...     (102flowers.tgz)
+        flowers-102/imagelabels.mat              "labels": (1, N) class ids 1..102
+        flowers-102/setid.mat                    "trnid", "valid", "tstid": (1, n) image ids (1-based)
+
+    ``per_split`` images of each of ``n_classes`` classes in each split; one image is CMYK.
+    (torchvision verifies the two .mat files' MD5s, which a fixture cannot match; camlib reads the
+    files itself when they are present: :mod:`camlib.data.transfer`.)"""
+    import scipy.io
+
+    base = root / "flowers-102"
+    labels, split_ids = [], {"trnid": [], "valid": [], "tstid": []}
+    image_id = 0
+    for c in range(n_classes):
+        for split in ("trnid", "valid", "tstid"):
+            for _ in range(per_split):
+                image_id += 1
+                write_jpeg(base / "jpg" / f"image_{image_id:05d}.jpg", 44, 36 + c, seed=500 + image_id,
+                           mode="CMYK" if image_id == 3 else "RGB")
+                labels.append(c + 1)
+                split_ids[split].append(image_id)
+    scipy.io.savemat(base / "imagelabels.mat", {"labels": np.array([labels], np.uint8)})
+    scipy.io.savemat(base / "setid.mat", {k: np.array([v], np.uint16) for k, v in split_ids.items()})
+    return base
+
+
+# ----------------------------------------------------------------------------- stand-in weights
+
+#: Every torchvision weight a lesson or a recipe asks for (``weights="DEFAULT"`` resolves to these).
+WEIGHTS = ("ResNet50_Weights.IMAGENET1K_V1", "ResNet50_Weights.IMAGENET1K_V2", "GoogLeNet_Weights.IMAGENET1K_V1",
+           "VGG16_Weights.IMAGENET1K_V1", "AlexNet_Weights.IMAGENET1K_V1")
+
+
+def make_standin_weights(torch_home: Path, names=WEIGHTS, big: int = 1 << 22) -> list[Path]:
+    """Randomly initialised state_dicts saved where torchvision's loader looks for its cached
+    downloads: ``$TORCH_HOME/hub/checkpoints/<the file name in the weights enum's URL>``.
+
+    ``torch.hub.load_state_dict_from_url`` loads a cached file without checking anything (the hash
+    prefix in the name is checked only when it downloads), so ``weights="DEFAULT"`` then loads
+    these offline. Tensors above ``big`` elements (VGG-16's and AlexNet's fully connected layers,
+    which the CAM networks drop) are one random row broadcast to the full shape (a stride-0 view:
+    torch.save stores the row only), which keeps the files small."""
+    import os
+
+    import torch
+    from torchvision.models import get_model_builder, get_weight
+
+    out = []
+    folder = Path(torch_home) / "hub" / "checkpoints"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        w = get_weight(name)
+        path = folder / os.path.basename(w.url)
+        out.append(path)
+        if path.exists():
+            continue
+        arch = {"ResNet50": "resnet50", "GoogLeNet": "googlenet", "VGG16": "vgg16", "AlexNet": "alexnet"}[
+            name.split("_Weights")[0]]
+        kwargs = {"aux_logits": True, "init_weights": False} if arch == "googlenet" else {}
+        torch.manual_seed(0)
+        model = get_model_builder(arch)(weights=None, num_classes=len(w.meta["categories"]), **kwargs)
+        state = {}
+        for k, v in model.state_dict().items():
+            if v.numel() > big and v.ndim == 2:
+                v = v[:1].clone().expand_as(v)
+            state[k] = v
+        torch.save(state, path)
+    return out
+
+
+# ----------------------------------------------------------------------------- everything
+
+def make_gpu_path_fixtures(data: Path, torch_home: Path) -> dict[str, Path]:
+    """Every dataset and weight file the gpu profile's real-data cells and the recipes read, tiny:
+    CUB-200-2011 (a greyscale and a CMYK image), ILSVRC 2012 val (Kaggle layout; CMYK and greyscale)
+    and train, Oxford-IIIT Pet, Caltech-101 (greyscale, CMYK, one truncated JPEG), Flowers-102 (CMYK),
+    under ``data`` (what ``$CAMLIB_DATA`` points at), and the stand-in weights under ``torch_home``."""
+    data, torch_home = Path(data), Path(torch_home)
+    make_cub(data, odd_modes=True)
+    ilsvrc = data / "ILSVRC2012"
+    make_ilsvrc(ilsvrc, "kaggle", True, odd_modes=True)
+    make_ilsvrc_train(ilsvrc)
+    make_pets(data)
+    make_caltech101(data)
+    make_flowers102(data)
+    make_standin_weights(torch_home)
+    return {"data": data, "torch_home": torch_home}
+
+
+if __name__ == "__main__":  # python tests/fixtures_real.py DATA TORCH_HOME
+    import sys
+
+    print(make_gpu_path_fixtures(Path(sys.argv[1]), Path(sys.argv[2])))

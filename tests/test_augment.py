@@ -184,6 +184,7 @@ print("not killed")
 """
 
 
+@pytest.mark.slow
 def test_sigkilled_run_resumes_to_the_same_weights(tmp_path):
     tr = make_synthetic(96, seed=0)
     kw = dict(steps=8, batch_size=32, seed=5, checkpoint_every=3, eval_every=5, progress=False, device="cpu")

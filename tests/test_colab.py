@@ -79,6 +79,8 @@ def test_setup_cell_on_colab_installs_keeping_torch(fake_colab, monkeypatch):
     assert cmd[-1] == "camlib @ git+https://github.com/someone/cam-course"
     constraints = Path(cmd[cmd.index("-c") + 1]).read_text()
     assert f"torch=={version('torch')}" in constraints and f"torchvision=={version('torchvision')}" in constraints
+    # Colab's ipywidgets (7.7) is kept too: pyproject's floor accepts it, the constraint guarantees it
+    assert f"ipywidgets=={version('ipywidgets')}" in constraints
     assert widgets == "widgets" and ns["USE_DRIVE"] is False and "CAMLIB_DATA" not in os.environ
 
 

@@ -58,3 +58,11 @@ def test_claim_records_and_asserts(monkeypatch, tmp_path):
         report.claim("one is more than two", 1 > 2, ours=1, dataset="arithmetic", lesson="xx")
     rows = out.read_text().splitlines()
     assert len(rows) == 2 and '"passed": false' in rows[1]
+
+
+def test_checkpoint_path_changes_when_a_data_generator_changes(monkeypatch, tmp_path):
+    # a lesson's checkpoint trained on the old synthetic images must not be resumed on new ones
+    monkeypatch.setenv("CAMLIB_DATA", str(tmp_path))
+    before = config.checkpoint_path("run", steps=3)
+    monkeypatch.setattr(config, "_generators_fingerprint", lambda: "another-generator")
+    assert config.checkpoint_path("run", steps=3) != before

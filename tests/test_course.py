@@ -19,7 +19,9 @@ GOOD = [
     new_markdown_cell("# A fixture lesson"),
     new_code_cell("import os\nfrom camlib.report import claim\n"
                   "print('lesson', os.environ['CAMLIB_LESSON'], 'profile', os.environ.get('CAMLIB_PROFILE'))"),
-    new_code_cell("claim('two and two make four', 2 + 2 == 4, ours=4, paper=4, dataset='arithmetic')"),
+    new_code_cell("claim('two and two make four', 2 + 2 == 4, ours=4, paper=4, dataset='arithmetic',\n"
+                  "      fails_if='the sum is not 4')"),
+    new_code_cell("from camlib.report import sanity\nsanity('x - x is zero', 3 - 3 == 0, ours=0)"),
     new_code_cell("claim('pi is about 3.14', abs(3.14159 - 3.14) < 0.01, ours=3.14159, dataset='circles')"),
 ]
 BROKEN = [
@@ -56,6 +58,7 @@ def built(tmp_path_factory):
     return {"lessons": lessons, "out": out, "code": code, "before": before}
 
 
+@pytest.mark.slow
 def test_build_writes_notebooks_html_and_report(built):
     out = built["out"]
     for stem in ("00_good", "01_broken"):
@@ -67,6 +70,7 @@ def test_build_writes_notebooks_html_and_report(built):
     assert "[PASS] two and two make four" in (out / "00_good.html").read_text()
 
 
+@pytest.mark.slow
 def test_failed_lesson_is_reported_and_the_build_exits_nonzero(built):
     out = built["out"]
     assert built["code"] == 1
@@ -76,22 +80,28 @@ def test_failed_lesson_is_reported_and_the_build_exits_nonzero(built):
     row = next(line for line in report.splitlines() if line.startswith("| 01_broken"))
     assert "**FAILED**" in row and "cell 1: ValueError: boom" in row
     good = next(line for line in report.splitlines() if line.startswith("| 00_good"))
-    assert "| ok |" in good and "| 2/2 |" in good
+    assert "| ok |" in good and "| 2/2 | 1/1 |" in good
 
 
+@pytest.mark.slow
 def test_report_has_one_row_per_claim_with_its_numbers(built):
     report = (built["out"] / "REPORT.md").read_text()
-    claims = [line for line in report.split("## Claims")[1].splitlines() if line.startswith("| 0")]
+    claims = [line for line in report.split("## Claims")[1].split("## Sanity")[0].splitlines()
+              if line.startswith("| 0")]
     assert len(claims) == 3
-    assert "| 00 | two and two make four | 4 | 4 | arithmetic | smoke | pass |" in claims
+    assert "| 00 | two and two make four | the sum is not 4 | 4 | 4 | arithmetic | smoke | pass |" in claims
+    checks = [line for line in report.split("## Sanity checks")[1].splitlines() if line.startswith("| 0")]
+    assert checks == ["| 00 | x - x is zero | 0 | smoke | pass |"]  # apart from the claims, not counted as one
     assert any("| 01 | one is less than two |" in c for c in claims)
     assert "Machine:" in report and "torch" in report
 
 
+@pytest.mark.slow
 def test_sources_stay_clean(built):
     assert snapshot(built["lessons"]) == built["before"]
 
 
+@pytest.mark.slow
 def test_rebuilding_one_lesson_keeps_the_others_rows(built, tmp_path):
     out = tmp_path / "out"
     for f in ("runs.json", "claims.jsonl", "REPORT.md"):
@@ -100,10 +110,11 @@ def test_rebuilding_one_lesson_keeps_the_others_rows(built, tmp_path):
     runs = course.build(built["lessons"], out, profile="smoke", only=["00"], timeout=120, echo=lambda m: None)
     assert [r.name for r in runs] == ["00_good"] and runs[0].ok
     rows = [json.loads(x) for x in (out / "claims.jsonl").read_text().splitlines()]
-    assert sorted(r["lesson"] for r in rows) == ["00", "00", "01"]  # 00 re-recorded once, 01 kept
+    assert sorted(r["lesson"] for r in rows) == ["00", "00", "00", "01"]  # 00 re-recorded once, 01 kept
     assert "| 01_broken | **FAILED** |" in (out / "REPORT.md").read_text()
 
 
+@pytest.mark.slow
 def test_bad_arguments_are_refused(built, tmp_path):
     with pytest.raises(ValueError, match="no lesson numbered"):
         course.find_lessons(built["lessons"], ["07"])
@@ -113,6 +124,7 @@ def test_bad_arguments_are_refused(built, tmp_path):
         course.find_lessons(tmp_path / "missing")
 
 
+@pytest.mark.slow
 def test_command_line_help_runs():
     root = Path(course.__file__).resolve().parent.parent
     done = subprocess.run([sys.executable, "-m", "coursekit", "--help"], capture_output=True, text=True, timeout=60,
@@ -131,6 +143,7 @@ def test_students_package_does_not_ship_course_tooling():
         assert not {"nbformat", "nbclient", "jupytext", "coursekit"} & set(imports), path
 
 
+@pytest.mark.slow
 def test_a_cell_over_the_time_limit_fails_its_lesson(tmp_path):
     lessons = write_lessons(tmp_path / "lessons", {"00_slow.ipynb": [new_code_cell("import time\ntime.sleep(60)")]})
     runs = course.build(lessons, tmp_path / "out", timeout=2, echo=lambda m: None)

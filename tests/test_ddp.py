@@ -76,6 +76,7 @@ def _nobn():
     return models.CAMNet(backbone, 32, 8, "gap", name="nobn")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not TORCHRUN.exists() or not torch.distributed.is_gloo_available(),
                     reason="needs torchrun and the gloo backend")
 def test_two_process_ddp_matches_one_process(tmp_path):

@@ -101,3 +101,21 @@ def test_bad_inputs(net_and_data):
     probe = features.fit_probe(torch.randn(20, 3), torch.arange(20) % 2)
     with pytest.raises(ValueError, match="inputs"):
         features.attach_probe(net, probe)
+
+
+def test_fc_net_trains_and_gives_hidden_features():
+    from camlib import train
+    torch.manual_seed(0)
+    ds = make_synthetic(32, seed=1)
+    fcn = features.FCNet(models.small_cnn(8, widths=(4, 4, 4, 4, 6)).backbone, (6, 16, 16), 8, hidden=10)
+    train.fit(fcn, ds, steps=2, batch_size=16, progress=False, device="cpu")
+    out = features.extract_fc(fcn, ds, batch_size=12)
+    assert out["features"].shape == (32, 10) and (out["features"] >= 0).all() and torch.equal(out["labels"], ds.labels)
+    fcn.eval()
+    with torch.no_grad():        # the classifier on the hidden features gives the network's logits
+        logits = fcn(ds.batch(torch.arange(32))["image"]).logits
+    assert torch.allclose(fcn.classifier(out["features"]), logits, atol=1e-5)
+    with pytest.raises(ValueError, match="fixes the input size"):
+        fcn.hidden_features(torch.zeros(1, 3, 32, 32))
+    with pytest.raises(ValueError, match="FCNet"):
+        features.extract_fc(models.small_cnn(8), ds)

@@ -3,26 +3,18 @@ import pytest
 import torch
 from scipy import ndimage
 
+from camlib import _components, cam
 from camlib import localize as L
 
 EIGHT = np.ones((3, 3), dtype=bool)
 
 
 # ---------------------------------------------------------------------------------------------
-# slow, direct references: one scipy.ndimage.label per threshold per map
+# the reference: localize's definition, one scipy.ndimage.label per threshold per map
 # ---------------------------------------------------------------------------------------------
-def ref_components(maps: np.ndarray, thresholds: np.ndarray) -> dict:
-    """{(threshold index, image): sorted [(x1, y1, x2, y2, area), ...]} by labelling every mask."""
-    out = {}
-    thr = np.broadcast_to(thresholds, (maps.shape[0], thresholds.shape[-1]))
-    for b, m in enumerate(maps):
-        for j, t in enumerate(thr[b]):
-            lab, n = ndimage.label(m.astype(np.float64) >= t, structure=EIGHT)
-            if n:
-                areas = np.bincount(lab.ravel())[1:]
-                out[(j, b)] = sorted((s[1].start, s[0].start, s[1].stop, s[0].stop, int(a))
-                                     for s, a in zip(ndimage.find_objects(lab), areas))
-    return out
+def ref_components(maps: np.ndarray, thresholds) -> dict:
+    """{(threshold index, image): sorted [(x1, y1, x2, y2, area), ...]} by the definition."""
+    return as_dict(L.components_per_threshold(torch.from_numpy(maps), thresholds))
 
 
 def ref_largest(comps: list) -> tuple:
@@ -31,6 +23,8 @@ def ref_largest(comps: list) -> tuple:
 
 
 def as_dict(c: L.ThresholdComponents) -> dict:
+    assert c.threshold_index.dtype == c.image.dtype == c.areas.dtype == torch.int64
+    assert c.boxes.dtype == torch.float32 and c.boxes.shape == (len(c.image), 4)
     out = {}
     for j, b, box, a in zip(c.threshold_index.tolist(), c.image.tolist(), c.boxes.long().tolist(), c.areas.tolist()):
         out.setdefault((j, b), []).append((*box, a))
@@ -47,6 +41,24 @@ def random_maps(rng: np.random.Generator, kind: int, B: int, H: int, W: int) -> 
     if kind == 3:  # binary with holes and nested pieces
         return (rng.random((B, H, W)) > 0.55).astype(np.float32) * 3.0
     return np.full((B, H, W), 0.5, np.float32)  # constant
+
+
+def test_the_definition_on_a_hand_drawn_map():
+    m = torch.tensor([[0, 0, 0, 0, 0, 0],
+                      [0, 3, 0, 0, 1, 0],
+                      [0, 0, 2, 0, 1, 0],     # 3 and 2 touch diagonally: one 8-connected component
+                      [0, 0, 0, 0, 1, 0],
+                      [2, 2, 0, 0, 0, 0]], dtype=torch.float32)
+    got = L.components_per_threshold(m, [1.0, 2.0, 3.0, 4.0])
+    assert as_dict(got) == {
+        (0, 0): sorted([(1, 1, 3, 3, 2), (4, 1, 5, 4, 3), (0, 4, 2, 5, 2)]),   # >= is inclusive
+        (1, 0): sorted([(1, 1, 3, 3, 2), (0, 4, 2, 5, 2)]),
+        (2, 0): [(1, 1, 2, 2, 1)],
+    }                                                                          # nothing reaches 4
+    assert got.count()[:, 0].tolist() == [3, 2, 1, 0]
+    assert got.image.tolist() == [0] * 6 and got.thresholds.tolist() == [[1.0, 2.0, 3.0, 4.0]]
+    assert as_dict(L.components_per_threshold(m * 5 - 1, [0.7], normalize=True)) == {
+        (0, 0): [(1, 1, 2, 2, 1)]}                                            # 3 -> 1.0, 2 -> 0.67
 
 
 @pytest.mark.parametrize("backend", ["numpy", "torch"])
@@ -100,9 +112,9 @@ def test_per_map_thresholds_and_largest_match_reference():
 def test_noisy_maps_split_into_groups_for_the_basin_work():
     rng = np.random.default_rng(4)
     maps = random_maps(rng, 0, 4, 30, 30)                     # hundreds of basins per map
-    thr32 = L._ceil_float32(np.broadcast_to(np.linspace(0.05, 0.95, 7), (4, 7)).copy())
-    whole = L._components_chunk(L._NumpyOps, maps, thr32, True)
-    tiny = L._components_chunk(L._NumpyOps, maps, thr32, True, budget=1)   # one map per group
+    thr32 = _components._ceil_float32(np.broadcast_to(np.linspace(0.05, 0.95, 7), (4, 7)).copy())
+    whole = _components._components_chunk(_components._NumpyOps, maps, thr32, True)
+    tiny = _components._components_chunk(_components._NumpyOps, maps, thr32, True, budget=1)  # a map a group
     key = lambda parts: sorted(zip(parts[0].tolist(), parts[1].tolist(), map(tuple, parts[2].tolist()),  # noqa: E731
                                    parts[3].tolist()))
     assert key(whole) == key(tiny)
@@ -116,7 +128,7 @@ def test_normalize_inside_components():
     thr = np.arange(0, 1, 0.05)
     a = as_dict(L.components_at_thresholds(maps, thr, normalize=True))
     b = as_dict(L.components_at_thresholds(L.minmax_normalize(maps), thr))
-    assert a == b
+    assert a == b == as_dict(L.components_per_threshold(maps, thr, normalize=True))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -231,11 +243,16 @@ def test_heuristic_boxes_loose_then_tight():
     assert torch.equal(pred[0, 4], L.heuristic_boxes(m.t())[0])
 
 
-def test_minmax_normalize():
-    m = torch.tensor([[[1.0, 3.0], [-1.0, 0.0]], [[2.0, 2.0], [2.0, 2.0]]])
+def test_minmax_normalize_is_cams_one_rule():
+    m = torch.tensor([[[1.0, 3.0], [-1.0, 0.0]], [[2.0, 2.0], [2.0, 2.0]], [[0.0, 1e-20], [0.0, 0.0]]])
     out = L.minmax_normalize(m)
     assert torch.equal(out[0], torch.tensor([[0.5, 1.0], [0.0, 0.25]]))
-    assert torch.equal(out[1], torch.zeros(2, 2))
+    assert torch.equal(out[1], torch.zeros(2, 2))                      # constant: all zeros
+    assert torch.equal(out[2], torch.tensor([[0.0, 1.0], [0.0, 0.0]]))  # a tiny range is still a range
+    assert torch.equal(cam.normalize(m, "minmax"), out)
+    assert torch.equal(L.minmax_normalize(m[0].numpy()), out[0])
+    tiny = torch.tensor([[[0.0, 1e-20], [-1e-20, 0.0]], [[0.0, 0.0], [-1e-20, 0.0]]])
+    assert torch.equal(cam.normalize(tiny, "max"), torch.tensor([[[0.0, 1.0], [-1.0, 0.0]], [[0.0, 0.0], [0.0, 0.0]]]))
 
 
 def test_bad_inputs_raise_clear_errors():

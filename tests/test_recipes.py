@@ -18,6 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 PAPER = {"cub-googlenet-gap", "cub-resnet50-cam", "cub-vgg16-gap", "ilsvrc-googlenet-gap"}
 
 
+@pytest.mark.slow
 def test_command_line_smoke_run_trains_end_to_end(tmp_path):
     out, ckpt = tmp_path / "report.json", tmp_path / "ck.pt"
     env = dict(os.environ, PYTHONPATH=str(REPO), CAMLIB_DEVICE="cpu", CAMLIB_DATA=str(tmp_path / "data"))
@@ -38,30 +39,45 @@ def test_command_line_smoke_run_trains_end_to_end(tmp_path):
     assert again["eval"] == ev
 
 
-def test_paper_recipes_carry_their_sources():
+def test_paper_recipes_show_where_each_number_comes_from():
     assert PAPER | {"synthetic-gap", "synthetic-gmp"} <= set(recipes.RECIPES)
-    il = recipes.get("ilsvrc-googlenet-gap")                    # PAPER.md: the official Caffe solver
-    assert (il.train["optimizer"], il.train["lr"], il.train["weight_decay"], il.train["batch_size"]) == \
-        ("sgd", 1e-3, 5e-4, 64)
-    assert il.steps == 160_000 and il.train["decay_every"] == 40_000 and il.image_size == 224
-    vgg = recipes.get("cub-vgg16-gap")                           # Choe et al.'s README command
-    assert vgg.train["lr"] == pytest.approx(1.268269e-5) and vgg.train["batch_size"] == 32 and vgg.epochs == 50
-    assert vgg.train["nesterov"] and vgg.train["head_lr_mult"] == 10 and vgg.train["decay_every_epochs"] == 15
-    assert (vgg.cache_size, vgg.image_size, vgg.augment["mode"]) == (256, 224, "crop")
-    for name in PAPER:
+    unverified = 0
+    for name in sorted(PAPER | {"synthetic-gap"}):
         r = recipes.get(name)
-        assert r.expected and all(e.source for e in r.expected)
-        assert r.time.kind == "estimate" and "H100" in r.time.machine and r.time.seconds > 0
-        assert recipes.describe(r).startswith(name)
-    # unverified numbers say so
-    assert "[unverified]" in recipes.get("cub-resnet50-cam").sources[1]
-    assert "[unverified]" not in vgg.sources[1]
-    assert any(not e.verified for e in recipes.get("cub-googlenet-gap").expected)
-    # the estimate is the issue's H100 rate applied to the recipe's images
-    assert il.time.seconds == pytest.approx(160_000 * 64 / recipes.H100_IMAGES_PER_S["googlenet_gap"], rel=1e-3)
-    for name in ("synthetic-gap", "synthetic-gmp"):
+        text = recipes.describe(r)
+        assert text.startswith(name) and r.expected and r.sources
+        expects = [line.strip() for line in text.splitlines() if line.strip().startswith("expect ")]
+        assert len(expects) == len(r.expected)
+        for line, e in zip(expects, r.expected):                 # each number with its source ...
+            assert line.startswith(f"expect {e.metric} {e.value} ({e.source})") and e.source
+            assert ("[unverified]" in line) == (not e.verified)   # ... and flagged when unchecked
+            unverified += not e.verified
+        assert all(f"source: {src}" in text for src in r.sources)
+        rows = recipes.compare(r.expected, {e.metric: 0.5 for e in r.expected})   # ours beside theirs
+        assert [row["metric"] for row in rows] == [e.metric for e in r.expected]
+        for row, e in zip(rows, r.expected):
+            assert row["ours"] == (50.0 if e.unit == "%" else 0.5)            # in the expected number's unit
+            assert (row["expected"], row["source"], row["verified"]) == (e.value, e.source, e.verified)
+        assert recipes.compare(r.expected, {}) == []                          # nothing measured: no rows
+    assert unverified > 0
+
+
+def test_paper_recipes_time_estimate_is_the_training_their_gpu_run_does(monkeypatch):
+    monkeypatch.delenv("CAMLIB_SCALE", raising=False)
+    n_train = {"cub": 5994}                                       # PAPER.md: CUB-200-2011's train split
+    for name in sorted(PAPER):
+        r = recipes.get(name)
+        s = r.for_profile("gpu")                                  # what `recipes.run(name, "gpu")` trains
+        steps = s["steps"] if s["steps"] is not None else \
+            round(r.epochs * train.steps_per_epoch(n_train[r.dataset], s["batch_size"]))
+        images = steps * s["batch_size"]
+        assert r.time.kind == "estimate" and "H100" in r.time.machine
+        assert f"{images:,} training images" in r.time.how        # says what it counts ...
+        assert r.time.seconds == pytest.approx(images / recipes.H100_IMAGES_PER_S[r.model], abs=0.05)  # ... at what rate
+        assert f"{r.time.seconds:.0f} s" in recipes.describe(r)
+    for name in ("synthetic-gap", "synthetic-gmp"):              # ours are measured, and say on what
         t = recipes.get(name).time
-        assert t.kind == "measured" and t.seconds is not None and t.seconds > 0
+        assert t.kind == "measured" and t.seconds > 0 and t.machine == recipes.CPU_MACHINE
 
 
 @pytest.mark.parametrize("name", sorted(PAPER))

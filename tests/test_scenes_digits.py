@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 import torch
+from scipy import ndimage
 
 from camlib.data.digits import DigitSpec, make_digit_scenes, render_digit_scenes
 from camlib.data.scenes import KINDS, SceneSpec, make_scenes, render_scenes
@@ -39,13 +40,21 @@ def test_scene_objects_masks_boxes_and_categories_are_exact():
 
 
 def test_scene_pixels_show_the_objects():
-    out = render_scenes(SceneSpec(noise=0.0), 0, [0, 1, 2])
-    img = out["images"].astype(np.int32)
-    for b in range(3):
-        for j in range(out["object_kinds"].shape[1]):
-            m = out["object_masks"][b, j]
-            if m.any():                                           # one flat colour over the object
-                assert np.ptp(img[b][:, m], axis=1).max() <= 1
+    spec = SceneSpec(noise=0.0)
+    out = render_scenes(spec, 0, [0, 1, 2])
+    img, masks, kinds = out["images"].astype(np.int32), out["object_masks"], out["object_kinds"]
+    assert (kinds[:, 0] >= 0).all() and ((kinds >= 0).sum(1) >= 1 + spec.n_common[0]).all()
+    for b, j in zip(*np.nonzero(kinds >= 0)):                     # every object drawn, none skipped
+        m = masks[b, j]
+        assert m.sum() >= 10
+        colour = img[b][:, m]
+        assert np.ptp(colour, axis=1).max() <= 1                  # one flat colour over the object
+        # ... that stands out: one channel >= 0.85 * 255, above any background cell (<= 0.8 * 255),
+        # so every background pixel touching the object differs from it by >= 0.05 * 255 somewhere
+        around = ndimage.binary_dilation(m, structure=np.ones((3, 3), bool)) & ~masks[b].any(0)
+        assert around.any()
+        gap = np.abs(img[b][:, around] - colour[:, :1]).max(0)
+        assert gap.min() >= 12, (b, j, gap.min())
 
 
 def test_scene_spec_checks():

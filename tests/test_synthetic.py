@@ -54,3 +54,67 @@ def test_class_names_follow_the_renderer_when_heads_are_shared():
     assert len(set(names)) == spec.num_classes
     assert names[0].split(",")[0] == names[1].split(",")[0]          # a pair shares its head colour
     assert names[0].split(",")[1] != names[1].split(",")[1]          # and differs in its stripes
+
+
+def _nearest_palette(rgb: np.ndarray, colours: int) -> np.ndarray:
+    from camlib.data.synthetic import HEAD_PALETTE
+    d = ((rgb[:, None, :] - HEAD_PALETTE[None, :colours]) ** 2).sum(-1)
+    return d.argmin(1)
+
+
+def test_every_part_names_the_class_with_its_own_colour():
+    """The "parts" design: head, tail and middle each show a colour that names the class alone,
+    and the three colours of a class differ (no one colour detector finds every part)."""
+    from camlib.data.synthetic import HEAD_PALETTE, PART_OFFSETS
+    spec = SyntheticSpec.preset("parts")
+    assert spec.parts == 3
+    out = render_synthetic(spec, 5, range(200))
+    imgs = out["images"].astype(np.float32) / 255.0
+    for k in range(3):
+        seen = []
+        for i in range(200):
+            sel = out["part_ids"][i] == k + 1
+            assert sel.sum() >= 4, f"part {k} of image {i} is (nearly) invisible"
+            assert not (sel & ~out["masks"][i]).any() and not (sel & ~out["part_masks"][i]).any()
+            rgb = imgs[i][:, sel].mean(1)
+            seen.append(_nearest_palette(rgb[None], spec.num_classes)[0])
+        want = (out["labels"] + PART_OFFSETS[k]) % spec.num_classes
+        assert (np.array(seen) == want).all(), f"part {k}'s colour does not follow the label"
+    for c in range(spec.num_classes):       # a class's parts have three different colours ...
+        assert len({(c + o) % spec.num_classes for o in PART_OFFSETS}) == 3
+    for o in PART_OFFSETS:                  # ... and each part alone tells every class apart
+        assert len({(c + o) % spec.num_classes for c in range(spec.num_classes)}) == spec.num_classes
+    assert len(HEAD_PALETTE) >= spec.num_classes
+
+
+def test_parts_sit_along_the_body_and_union_is_the_part_mask():
+    out = render_synthetic(SyntheticSpec.preset("parts"), 2, range(64))
+    ids, part = out["part_ids"], out["part_masks"]
+    assert ((ids > 0) == part).all()
+    for i in range(64):                     # head, middle, tail in that order along the object
+        cen = [np.argwhere(ids[i] == k).mean(0) for k in (1, 3, 2)]
+        d_hm, d_mt, d_ht = (np.linalg.norm(cen[a] - cen[b]) for a, b in ((0, 1), (1, 2), (0, 2)))
+        assert d_ht > max(d_hm, d_mt) and min(d_hm, d_mt) > 5
+
+
+def test_default_design_has_one_class_naming_part_the_head():
+    spec = SyntheticSpec.preset("gapgmp")
+    assert spec == SyntheticSpec() and spec.parts == 1
+    out = render_synthetic(spec, 0, range(32))
+    assert out["part_ids"].max() == 1 and (out["part_masks"] == (out["part_ids"] == 1)).all()
+    with_parts = render_synthetic(SyntheticSpec.preset("parts"), 0, range(32))
+    # the same objects (same random draws), with the tail and the middle painted on
+    assert (out["boxes"] == with_parts["boxes"]).all() and (out["labels"] == with_parts["labels"]).all()
+    assert (out["part_masks"] <= with_parts["part_masks"]).all() and with_parts["part_masks"].sum() > 2 * out["part_masks"].sum()
+    fine = render_synthetic(SyntheticSpec.preset("fine"), 0, range(4))
+    assert fine["part_ids"].max() == 1
+
+
+def test_bad_part_specs():
+    with pytest.raises(ValueError, match="parts must be"):
+        SyntheticSpec(parts=4)
+    with pytest.raises(ValueError, match="head_shared"):
+        SyntheticSpec(parts=3, head_shared=True)
+    with pytest.raises(ValueError, match="share a colour"):
+        SyntheticSpec(num_classes=2, stripes="random", parts=3)
+    SyntheticSpec(num_classes=2, stripes="random")

@@ -72,3 +72,17 @@ def test_bad_arguments(data):
         train.fit(models.small_cnn(8), tr.subset(range(10)), steps=1, batch_size=32)
     with pytest.raises(ValueError, match="checkpoint path"):
         train.fit(models.small_cnn(8), tr, steps=1, resume=True)
+
+
+@pytest.mark.parametrize("steps", [1, 2, 3, 4, 5])
+def test_very_short_runs_train(steps):
+    # OneCycleLR used to divide by zero at steps=4 (its warm-up ended exactly on step 0)
+    from camlib import models, train
+    from camlib.data import make_synthetic
+
+    data = make_synthetic(16, seed=0)
+    net = models.small_cnn(data.num_classes, "gap")
+    before = [p.detach().clone() for p in net.parameters()]
+    hist = train.fit(net, data, data, steps=steps, batch_size=8, lr=1e-3, seed=0, device="cpu")
+    assert hist.rows and hist.rows[-1]["step"] == steps
+    assert any(not torch.equal(a, b) for a, b in zip(before, net.parameters()))  # it did train

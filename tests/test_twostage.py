@@ -173,3 +173,44 @@ def test_run_two_stage_on_a_cached_cub_copy_with_augmentation(tmp_path):
     assert out["boxes"].shape == (3, 4) and (out["boxes"][:, 2:] <= 48).all()
     for k in ("acc_full", "acc_crop", "acc_gt"):            # fractions of the 3 test images
         assert 0.0 <= out[k] <= 1.0 and abs(out[k] * 3 - round(out[k] * 3)) < 1e-5
+
+
+def test_same_size_boxes_keep_each_size_and_move_it():
+    g = torch.Generator().manual_seed(0)
+    regions = torch.tensor([[10.0, 20.0, 40.0, 50.0], [0.0, 0.0, 90.0, 90.0], [60.0, 60.0, 70.0, 70.0]])
+    for where in ("random", "centre"):
+        out = twostage.same_size_boxes(regions.repeat(50, 1), (80, 100), where, generator=g)
+        size = out[:, 2:] - out[:, :2]
+        want = torch.minimum(regions[:, 2:] - regions[:, :2], torch.tensor([100.0, 80.0])).repeat(50, 1)
+        assert torch.allclose(size, want)                                        # exactly each one's size
+        assert (out[:, :2] >= -1e-5).all() and (out[:, 2] <= 100 + 1e-4).all() and (out[:, 3] <= 80 + 1e-4).all()
+    centre = twostage.same_size_boxes(regions, (80, 100), "centre")
+    assert torch.allclose((centre[:, :2] + centre[:, 2:]) / 2, torch.tensor([[50.0, 40.0]] * 2 + [[50.0, 40.0]]))
+    rand = twostage.same_size_boxes(regions[:1].repeat(400, 1), (80, 100), "random", generator=g)
+    assert rand[:, 0].std() > 15 and rand[:, 0].max() > 60 and rand[:, 0].min() < 10   # spread over where it fits
+    with pytest.raises(ValueError, match="where"):
+        twostage.same_size_boxes(regions, 80, "left")
+
+
+def test_box_coverage():
+    boxes = torch.tensor([[10.0, 10.0, 20.0, 20.0]] * 3)
+    regions = torch.tensor([[0.0, 0.0, 40.0, 40.0], [15.0, 10.0, 40.0, 40.0], [30.0, 30.0, 40.0, 40.0]])
+    assert torch.allclose(twostage.box_coverage(regions, boxes), torch.tensor([1.0, 0.5, 0.0]))
+    with pytest.raises(ValueError, match="one region per box"):
+        twostage.box_coverage(regions[:2], boxes)
+
+
+def test_probe_boxes_and_probe_accuracy_follow_the_svm():
+    from camlib import cam, features, localize
+    torch.manual_seed(0)
+    net = features.freeze(models.small_cnn(8, widths=(8, 8, 8, 8, 12)))
+    tr, te = make_synthetic(64, seed=1), make_synthetic(24, seed=2)
+    acc, probe = twostage.probe_accuracy(net, tr, te, C=0.1)
+    f = features.extract(net, te, maps=True)
+    assert acc == probe.accuracy(f["features"], f["labels"])
+    out = twostage.probe_boxes(net, probe, te, batch_size=10)
+    cls = probe.decision(f["features"]).argmax(1)
+    assert torch.equal(out["classes"], cls)
+    maps = features.probe_cams(f["maps"], probe, cls)[:, 0]
+    assert torch.allclose(out["maps"], maps, atol=1e-5)
+    assert torch.allclose(out["boxes"], localize.boxes_from_maps(cam.upsample(maps, (64, 64))))

@@ -17,6 +17,7 @@ from __future__ import annotations
 from ..config import data_dir
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -42,19 +43,67 @@ def _check_size(size: Any) -> int:
     return int(size)
 
 
-def eval_transform(size: int = 224) -> v2.Compose:
-    """Resize to ``size`` x ``size`` (no crop, so no object is cut away) and normalize (ImageNet).
+class ToRGB(v2.Transform):
+    """Make the image three-channel RGB *before* anything else: a greyscale, CMYK, palette or RGBA
+    PIL image is converted (``Image.convert("RGB")``), a 1-channel tensor image is repeated to 3.
+    Boxes and masks pass unchanged. Real datasets hold such files (Caltech-101 has greyscale JPEGs,
+    ILSVRC greyscale and CMYK ones); ``Normalize`` with three means needs three channels.
+    Introduced in lesson 03 (used by every transform here)."""
 
-    Takes and returns a dict of ``tv_tensors`` (``image``, ``boxes``, ``mask``). Introduced in
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        if isinstance(inpt, Image.Image):
+            return inpt if inpt.mode == "RGB" else inpt.convert("RGB")
+        if isinstance(inpt, (tv_tensors.BoundingBoxes, tv_tensors.Mask)) or not isinstance(inpt, torch.Tensor):
+            return inpt
+        if inpt.ndim < 3 or inpt.shape[-3] not in (1, 3):
+            raise ValueError("ToRGB expects a (..., 1 or 3, H, W) image tensor (a 4-channel tensor may be RGBA or "
+                             f"CMYK: convert the PIL image instead); got shape {tuple(inpt.shape)}")
+        if inpt.shape[-3] == 3:
+            return inpt
+        out = inpt.expand(*inpt.shape[:-3], 3, *inpt.shape[-2:]).clone()
+        return tv_tensors.wrap(out, like=inpt) if isinstance(inpt, tv_tensors.Image) else out
+
+    _transform = transform      # the name torchvision < 0.21 calls
+
+
+def eval_transform(size: int = 224) -> v2.Compose:
+    """Make RGB (:class:`ToRGB`), resize to ``size`` x ``size`` (no crop, so no object is cut
+    away) and normalize (ImageNet).
+
+    Takes and returns a dict of ``tv_tensors`` (``image``, ``boxes``, ``mask``), or a single PIL
+    image (greyscale and CMYK ones too) and returns a float ``(3, size, size)`` image. Introduced in
     lesson 03; the paper evaluates on 224-pixel inputs (section 3).
     """
     size = _check_size(size)
     return v2.Compose([
+        ToRGB(),
         v2.ToImage(),
         v2.Resize((size, size), antialias=True),
         v2.ToDtype(torch.float32, scale=True),
         v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
     ])
+
+
+class SanitizeBoxes(torch.nn.Module):
+    """Drop the boxes a crop left with no area; the sample's ``(H, W)`` mask is not touched.
+
+    ``v2.SanitizeBoundingBoxes`` indexes every ``tv_tensors.Mask`` with the boxes' keep-flags, as if
+    it were one mask per box ``(N, H, W)``. Ours is one mask for the image: torchvision <= 0.24 then
+    fails (the flags' length N is not H), and later versions still drop mask *rows* when N == H.
+    So the mask is held aside while the boxes are sanitized. Introduced in lesson 03.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.sanitize = v2.SanitizeBoundingBoxes(labels_getter=None)
+
+    def forward(self, data: Any) -> Any:
+        if not isinstance(data, dict):
+            raise ValueError(f"expected a sample dict with 'image' and 'boxes' (see make_sample); got "
+                             f"{type(data).__name__}")
+        masks = {k: v for k, v in data.items() if isinstance(v, tv_tensors.Mask)}
+        out = self.sanitize({k: v for k, v in data.items() if k not in masks})
+        return {**out, **masks}
 
 
 def train_transform(size: int = 224, scale: tuple[float, float] = (0.25, 1.0)) -> v2.Compose:
@@ -70,11 +119,12 @@ def train_transform(size: int = 224, scale: tuple[float, float] = (0.25, 1.0)) -
     if not 0 < lo <= hi <= 1:
         raise ValueError(f"scale must satisfy 0 < low <= high <= 1; got {scale!r}")
     return v2.Compose([
+        ToRGB(),
         v2.ToImage(),
         v2.RandomResizedCrop((size, size), scale=(lo, hi), antialias=True),
         v2.RandomHorizontalFlip(),
         v2.ClampBoundingBoxes(),
-        v2.SanitizeBoundingBoxes(labels_getter=None),
+        SanitizeBoxes(),
         v2.ToDtype(torch.float32, scale=True),
         v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
     ])
@@ -186,3 +236,58 @@ def missing_data_message(name: str, where: Path, expected: Sequence[str], how: s
     lines.append(how)
     lines.append("(Set $CAMLIB_DATA to keep datasets elsewhere; see data/README.md.)")
     return "\n".join(lines)
+
+
+class BadImageError(ValueError):
+    """An image file cannot be decoded (truncated, corrupt, not an image); ``path`` names it."""
+
+    def __init__(self, path: str | os.PathLike, reason: str):
+        self.path = Path(path)
+        super().__init__(f"cannot read the image {self.path}: {reason}. Replace or delete the file (download "
+                         "the dataset again), or pass on_bad_image='skip' to leave unreadable images out")
+
+
+#: What a dataset or a cache build does with an unreadable image: "raise" (the default) stops with a
+#: :class:`BadImageError` naming the file; "skip" leaves the image out, counts it and reports it.
+ON_BAD_IMAGE = ("raise", "skip")
+
+
+def check_on_bad_image(policy: Any) -> str:
+    if policy not in ON_BAD_IMAGE:
+        raise ValueError(f"on_bad_image must be 'raise' or 'skip'; got {policy!r}")
+    return policy
+
+
+def first_readable(index: int, n: int, load: Callable[[int], Any], *, policy: str, bad: dict[int, str],
+                   name: str) -> tuple[int, Any]:
+    """``(i, load(i))`` for ``i = index``, or -- under ``policy="skip"`` -- the next index whose image
+    can be read. Each unreadable image is recorded once in ``bad`` (index -> reason) and warned
+    about by name; under ``"raise"`` the :class:`BadImageError` passes through. The one place the
+    datasets (CUB, ILSVRC, Pets) apply ``on_bad_image``."""
+    for k in range(n):
+        i = (index + k) % n
+        try:
+            return i, load(i)
+        except BadImageError as e:
+            if policy == "raise":
+                raise
+            if i not in bad:
+                bad[i] = str(e)
+                warnings.warn(f"{name}: skipping unreadable image {e.path} ({len(bad)} so far)", stacklevel=3)
+    raise BadImageError(name, f"none of its {n} images can be read")
+
+
+def read_image(path: str | os.PathLike) -> Image.Image:
+    """Open and fully decode an image file as RGB; :class:`BadImageError` naming the file if it cannot.
+
+    Decoding happens here (not lazily at the first transform), so a truncated JPEG is caught with
+    its path. Introduced in lesson 03.
+    """
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return im.convert("RGB")
+    except FileNotFoundError:
+        raise
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise BadImageError(path, f"{type(e).__name__}: {e}") from e

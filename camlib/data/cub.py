@@ -21,6 +21,7 @@ paper's fine-grained experiment (section 4.1, Table 4).
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -28,11 +29,16 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .common import DatasetNotFoundError, data_root, eval_transform, make_sample, missing_data_message
+from .common import (BadImageError, DatasetNotFoundError, check_on_bad_image, data_root, eval_transform,
+                     first_readable, make_sample, missing_data_message, read_image)
 from .download import download_and_extract
 
 CUB_URL = "https://data.caltech.edu/records/65de6-vp158/files/CUB_200_2011.tgz"
 CUB_MD5 = "97eceeb196236b17998738112f37df78"
+#: Bytes of CUB_200_2011.tgz. The address, MD5 and size are the Caltech data repository's record
+#: 65de6-vp158; not re-checked from this machine (it has no internet): the MD5 is the one the
+#: dataset's users have published for years, and several public download logs report this size.
+CUB_SIZE = 1_150_585_339
 SEGMENTATIONS_URL = "https://data.caltech.edu/records/w9d68-gec53/files/segmentations.tgz"
 SEGMENTATIONS_MD5 = "4d47ba1228eae64f2fa547c47bc65255"
 
@@ -59,6 +65,38 @@ def _read_table(path: Path, ncols: int, last_is_text: bool = False) -> dict[int,
     return rows
 
 
+def _missing_images(base: Path) -> tuple[int, list[str]]:
+    """How many images ``images.txt`` lists and which of them are not on disk (an interrupted extraction)."""
+    listed = _read_table(base / "images.txt", 2, last_is_text=True)
+    return len(listed), [v[0] for _, v in sorted(listed.items()) if not (base / "images" / v[0]).is_file()]
+
+
+def _complete(base: Path) -> bool:
+    if not all((base / f).is_file() for f in _FILES) or not (base / "images").is_dir():
+        return False
+    try:
+        return not _missing_images(base)[1]
+    except ValueError:
+        return False
+
+
+def fetch_cub(root: str | Path, *, url: str = CUB_URL, md5: str | None = CUB_MD5, size: int | None = CUB_SIZE,
+              progress: bool = True) -> Path:
+    """Download ``CUB_200_2011.tgz`` into ``root`` (resumable, MD5-verified), check its size, and
+    unpack it there; returns ``root``. Raises :class:`~camlib.data.download.DownloadError` (one
+    sentence: no network, a refused address) or :class:`~camlib.data.download.ChecksumError`.
+    Lesson 04 (gpu path) and ``python -m camlib.train --recipe cub-*``."""
+    from .download import ChecksumError, download_url, extract_archive
+    root = Path(root)
+    archive = download_url(url, root / "CUB_200_2011.tgz", md5=md5, progress=progress)
+    if size is not None and archive.stat().st_size != size:
+        got = archive.stat().st_size
+        archive.unlink()
+        raise ChecksumError(f"{url}: the archive has {got} bytes, expected {size}; it was deleted")
+    extract_archive(archive, root)
+    return root
+
+
 def _locate(root: Path) -> Path:
     """The ``CUB_200_2011`` folder: ``root/CUB_200_2011`` or ``root`` itself when it holds the files."""
     if (root / "images.txt").is_file():
@@ -81,7 +119,7 @@ class CUB200(torch.utils.data.Dataset):
                  download: bool = False, with_masks: bool = False, *, size: int = 224,
                  url: str = CUB_URL, md5: str | None = CUB_MD5,
                  seg_url: str = SEGMENTATIONS_URL, seg_md5: str | None = SEGMENTATIONS_MD5,
-                 mask_threshold: float = 0.5, progress: bool = True):
+                 mask_threshold: float = 0.5, progress: bool = True, on_bad_image: str = "raise"):
         if split not in ("train", "test"):
             raise ValueError(f"split must be 'train' or 'test'; got {split!r}")
         if not 0.0 < float(mask_threshold) <= 1.0:
@@ -90,16 +128,25 @@ class CUB200(torch.utils.data.Dataset):
         self.split, self.size = split, size
         self.transform = transform if transform is not None else eval_transform(size)
         self.with_masks, self.mask_threshold = bool(with_masks), float(mask_threshold)
+        self.on_bad_image = check_on_bad_image(on_bad_image)
+        self.bad_images: dict[int, str] = {}
         base = _locate(self.root)
 
-        if download and not all((base / f).is_file() for f in _FILES):
-            download_and_extract(url, self.root / "CUB_200_2011.tgz", self.root, md5=md5, progress=progress)
+        if download and not _complete(base):    # absent, or an extraction that was cut short: (re)extract
+            fetch_cub(self.root, url=url, md5=md5, size=CUB_SIZE if url == CUB_URL else None, progress=progress)
             base = _locate(self.root)
         if not all((base / f).is_file() for f in _FILES) or not (base / "images").is_dir():
             raise DatasetNotFoundError(missing_data_message(
                 "CUB-200-2011", base, [*_FILES, "images/"],
                 f"Download CUB_200_2011.tgz ({url}, md5 {CUB_MD5}) and unpack it into {self.root}, "
                 "or pass download=True."))
+        listed, missing = _missing_images(base)
+        if missing:
+            raise DatasetNotFoundError(
+                f"CUB-200-2011 under {base} is incomplete: images.txt lists {listed} images but {len(missing)} "
+                f"are missing (first: {missing[:3]}), as an interrupted extraction leaves it. Pass "
+                "download=True to extract the archive again (it is verified, not fetched again), or unpack "
+                f"CUB_200_2011.tgz into {self.root} once more.")
         self.base = base
 
         self.seg_dir: Path | None = None
@@ -148,6 +195,14 @@ class CUB200(torch.utils.data.Dataset):
             self.samples.append({"id": i, "path": images[i][0], "label": c - 1,
                                  "box": (x, y, x + w, y + h)})
 
+    def source_files(self) -> list[Path]:
+        """Every file the split reads (images, and masks when used): the decoded-image cache
+        fingerprints them (path, size, modification time)."""
+        files = [self.base / "images" / s["path"] for s in self.samples]
+        if self.seg_dir is not None:
+            files += [self.seg_dir / Path(s["path"]).with_suffix(".png") for s in self.samples]
+        return files
+
     def _find_segmentations(self) -> Path | None:
         for cand in (self.base / "segmentations", self.root / "segmentations"):
             if cand.is_dir():
@@ -164,7 +219,7 @@ class CUB200(torch.utils.data.Dataset):
     def load(self, index: int) -> tuple[Image.Image, np.ndarray, np.ndarray | None]:
         """The raw RGB image, its pixel-edge box ``(1, 4)`` and its bool mask (or None)."""
         s = self.samples[index]
-        image = Image.open(self.base / "images" / s["path"]).convert("RGB")
+        image = read_image(self.base / "images" / s["path"])
         w, h = image.size
         x1, y1, x2, y2 = s["box"]
         box = np.array([[min(max(x1, 0), w), min(max(y1, 0), h), min(max(x2, 0), w), min(max(y2, 0), h)]],
@@ -181,5 +236,9 @@ class CUB200(torch.utils.data.Dataset):
         return image, box, mask
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        image, box, mask = self.load(index)
-        return make_sample(image, self.samples[index]["label"], box, mask, self.transform, self.size)
+        """Sample ``index``. An unreadable image raises :class:`~camlib.data.common.BadImageError`
+        naming the file (``on_bad_image="raise"``, the default); with ``"skip"`` it is recorded in
+        ``bad_images`` (index -> reason), a warning names it, and the next readable image stands in."""
+        i, (image, box, mask) = first_readable(index, len(self.samples), self.load, policy=self.on_bad_image,
+                                               bad=self.bad_images, name="CUB-200-2011")
+        return make_sample(image, self.samples[i]["label"], box, mask, self.transform, self.size)

@@ -42,7 +42,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .common import DatasetNotFoundError, data_root, eval_transform, make_sample, missing_data_message
+from .common import (DatasetNotFoundError, check_on_bad_image, data_root, eval_transform,
+                     first_readable, make_sample, missing_data_message, read_image)
 
 _IMAGE_DIRS = ("ILSVRC/Data/CLS-LOC/val", "ILSVRC2012_img_val", "val")
 _XML_DIRS = ("ILSVRC/Annotations/CLS-LOC/val", "ILSVRC2012_bbox_val", "bbox_val", "val")
@@ -143,8 +144,10 @@ class ILSVRCVal(torch.utils.data.Dataset):
 
     def __init__(self, root: str | Path | None = None, transform: Callable | None = None, *, size: int = 224,
                  images: str | Path | None = None, annotations: str | Path | None = None,
-                 synsets: str | Path | None = None):
+                 synsets: str | Path | None = None, on_bad_image: str = "raise"):
         self.root = Path(root) if root is not None else data_root() / "ILSVRC2012"
+        self.on_bad_image = check_on_bad_image(on_bad_image)
+        self.bad_images: dict[int, str] = {}
         self.size = size
         self.transform = transform if transform is not None else eval_transform(size)
         expected = ["ILSVRC/Data/CLS-LOC/val/*.JPEG  or  ILSVRC2012_img_val/*.JPEG",
@@ -220,7 +223,7 @@ class ILSVRCVal(torch.utils.data.Dataset):
     def load(self, index: int) -> tuple[Image.Image, np.ndarray]:
         """The raw RGB image and its pixel-edge boxes ``(N, 4)``, clipped to the image."""
         s = self.samples[index]
-        image = Image.open(s["path"]).convert("RGB")
+        image = read_image(s["path"])
         w, h = image.size
         boxes = np.asarray(s["boxes"], dtype=np.float32).reshape(-1, 4)
         boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, w)
@@ -228,5 +231,7 @@ class ILSVRCVal(torch.utils.data.Dataset):
         return image, boxes
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        image, boxes = self.load(index)
-        return make_sample(image, self.samples[index]["label"], boxes, None, self.transform, self.size)
+        """Sample ``index``; an unreadable image follows ``on_bad_image`` (see :func:`first_readable`)."""
+        i, (image, boxes) = first_readable(index, len(self.samples), self.load, policy=self.on_bad_image,
+                                           bad=self.bad_images, name="ILSVRC 2012 val")
+        return make_sample(image, self.samples[i]["label"], boxes, None, self.transform, self.size)

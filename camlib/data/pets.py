@@ -27,7 +27,8 @@ from PIL import Image
 from torchvision.datasets import OxfordIIITPet
 from torchvision.ops import masks_to_boxes
 
-from .common import DatasetNotFoundError, data_root, eval_transform, make_sample, missing_data_message
+from .common import (BadImageError, DatasetNotFoundError, check_on_bad_image, data_root, eval_transform,
+                     first_readable, make_sample, missing_data_message)
 
 PET, BACKGROUND, BORDER = 1, 2, 3
 
@@ -64,13 +65,16 @@ class OxfordPets(torch.utils.data.Dataset):
     """
 
     def __init__(self, root: str | Path | None = None, split: str = "test", transform: Callable | None = None,
-                 download: bool = False, *, size: int = 224, border_is_pet: bool = True):
+                 download: bool = False, *, size: int = 224, border_is_pet: bool = True,
+                 on_bad_image: str = "raise"):
         if split == "train":
             split = "trainval"
         if split not in ("trainval", "test"):
             raise ValueError(f"split must be 'trainval' (or 'train') or 'test'; got {split!r}")
         self.root = Path(root) if root is not None else data_root()
         self.size, self.border_is_pet = size, bool(border_is_pet)
+        self.on_bad_image = check_on_bad_image(on_bad_image)
+        self.bad_images: dict[int, str] = {}
         self.transform = transform if transform is not None else eval_transform(size)
         base = self.root / "oxford-iiit-pet"
         needed = ["images/", "annotations/trimaps/", f"annotations/{split}.txt"]
@@ -93,7 +97,12 @@ class OxfordPets(torch.utils.data.Dataset):
 
     def load(self, index: int) -> tuple[Image.Image, int, np.ndarray, np.ndarray]:
         """The raw RGB image, its label, its pixel-edge box ``(N, 4)`` and its bool mask."""
-        image, (label, trimap) = self._tv[index]
+        path = self._tv._images[index]
+        try:
+            image, (label, trimap) = self._tv[index]
+            image.load()
+        except (OSError, SyntaxError, ValueError) as e:
+            raise BadImageError(path, f"{type(e).__name__}: {e}") from e
         tri = np.asarray(trimap)
         if tri.shape != (image.height, image.width):
             raise ValueError(f"trimap of image {index} is {tri.shape} but the image is {(image.height, image.width)}")
@@ -101,5 +110,7 @@ class OxfordPets(torch.utils.data.Dataset):
         return image, int(label), mask_to_box(mask), mask
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        image, label, box, mask = self.load(index)
+        """Sample ``index``; an unreadable image follows ``on_bad_image`` (see :func:`first_readable`)."""
+        _, (image, label, box, mask) = first_readable(index, len(self), self.load, policy=self.on_bad_image,
+                                                      bad=self.bad_images, name="Oxford-IIIT Pet")
         return make_sample(image, label, box, mask, self.transform, self.size)

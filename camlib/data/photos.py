@@ -124,3 +124,70 @@ class RealPhotos(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         img, boxes = self.load(index)
         return make_sample(Image.fromarray(img), self.labels[index], boxes, None, self.transform, self.size)
+
+
+#: Package images that show none of the annotated objects: pasted objects go onto these (lesson 06).
+BACKGROUNDS: dict[str, dict[str, Any]] = {
+    "grass": {"package": "skimage", "function": "grass"},
+    "gravel": {"package": "skimage", "function": "gravel"},
+    "brick": {"package": "skimage", "function": "brick"},
+    "hubble": {"package": "skimage", "function": "hubble_deep_field"},
+    "flower": {"package": "sklearn", "file": "flower.jpg"},
+}
+
+
+class PastedPhotos(torch.utils.data.Dataset):
+    """More real-object images with exact boxes: each annotated photo's object (its first box, cut
+    out) pasted onto package backgrounds that show none of the objects (:data:`BACKGROUNDS`).
+
+    For every object, background and placement ``p < placements`` the object is scaled so that its
+    longer side is ``scales[p % len(scales)]`` of the ``size``-pixel square image and put at a place
+    drawn from ``seed``; the box is where it landed (pixel-edge, in the ``size`` image). Samples are
+    ``{"image", "label", "boxes"}`` (ImageNet mean/std normalized, like :class:`RealPhotos`);
+    :meth:`load` gives the uint8 ``(size, size, 3)`` image. Everything is a function of the
+    arguments. Introduced in lesson 06 (do a class's top units fire on its object?).
+    """
+
+    def __init__(self, photos: RealPhotos | None = None, size: int = 224, *, backgrounds=None,
+                 placements: int = 2, scales=(0.45, 0.65), seed: int = 0):
+        photos = photos if photos is not None else RealPhotos(size=size)
+        bgs = dict(BACKGROUNDS) if backgrounds is None else dict(backgrounds)
+        if int(size) < 16 or int(placements) < 1 or not bgs:
+            raise ValueError(f"need size >= 16, placements >= 1 and at least one background; got size={size}, "
+                             f"placements={placements}, {len(bgs)} backgrounds")
+        if not scales or not all(0.05 <= float(s) <= 1.0 for s in scales):
+            raise ValueError(f"scales must be fractions of the image side in [0.05, 1]; got {scales!r}")
+        self.size = int(size)
+        self.transform = eval_transform(self.size)
+        rng = np.random.default_rng(seed)
+        bg_imgs = {k: np.asarray(Image.fromarray(load_photo(v)).resize((self.size, self.size), Image.BILINEAR))
+                   for k, v in bgs.items()}
+        self.names, self.labels, self.class_names, self._items = [], [], [], []
+        for i in range(len(photos)):
+            img, boxes = photos.load(i)
+            x1, y1, x2, y2 = (int(round(float(v))) for v in boxes[0])
+            obj = Image.fromarray(img[y1:y2, x1:x2])
+            for bname in bgs:
+                for p in range(int(placements)):
+                    scale = float(scales[p % len(scales)]) * self.size / max(obj.size)
+                    w, h = max(1, round(obj.size[0] * scale)), max(1, round(obj.size[1] * scale))
+                    px, py = int(rng.integers(0, self.size - w + 1)), int(rng.integers(0, self.size - h + 1))
+                    self._items.append((bname, obj, (w, h), (px, py)))
+                    self.names.append(f"{photos.names[i]} on {bname}")
+                    self.labels.append(photos.labels[i])
+                    self.class_names.append(photos.class_names[i])
+        self._bg = bg_imgs
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """The uint8 ``(size, size, 3)`` composite and its pixel-edge box ``(1, 4)``."""
+        bname, obj, (w, h), (px, py) = self._items[index]
+        out = self._bg[bname].copy()
+        out[py:py + h, px:px + w] = np.asarray(obj.resize((w, h), Image.BILINEAR))
+        return out, np.array([[px, py, px + w, py + h]], dtype=np.float32)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        img, boxes = self.load(index)
+        return make_sample(Image.fromarray(img), self.labels[index], boxes, None, self.transform, self.size)

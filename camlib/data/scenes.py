@@ -19,7 +19,7 @@ Everything is a function of ``(seed, index)``. Introduced in lesson 05.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -172,8 +172,3 @@ def make_scenes(n: int, seed: int = 0, spec: SceneSpec | None = None, *, start: 
         extras={"object_masks": masks, "object_kinds": torch.from_numpy(out["object_kinds"]),
                 "object_boxes": torch.from_numpy(out["object_boxes"])},
     )
-
-
-def with_changes(spec: SceneSpec, **changes) -> SceneSpec:
-    """A copy of ``spec`` with some fields changed (validated)."""
-    return replace(spec, **changes)

@@ -11,8 +11,26 @@ in real photos:
 A network with a GMP head can succeed by finding the head alone; a GAP head is rewarded for every
 location with evidence, so it learns to cover the body too. This is the paper's section 2 argument
 made measurable (``../shared/FINDINGS.md``: when only the head carried evidence, both heads' maps
-collapsed onto it). Backgrounds are a noisy grid of muted colours with class-independent
-distractor shapes; position, rotation and scale vary.
+collapsed onto it). It holds for short training only: trained long enough (the gpu profile's 240
+steps), GAP comes to rely on the head alone and GMP's maps spread along the striped body, so the
+order of the two heads reverses (FINDINGS, "Lesson 01 at the gpu profile's sizes"); lesson 01
+shows this over training steps.
+
+``parts=3`` (preset ``"parts"``) adds two more parts that each name the class: a band across the
+body near its back end (*tail*) and a square at its centre (*middle*). Part ``k`` of class ``c``
+takes palette colour ``(c + PART_OFFSETS[k]) mod colours``, so a class's three parts differ in colour
+and shape. The idea was that GMP, needing only one part, would stop at it while GAP would find all
+three. Measured (2026-11-28, 8,000 images, seed 0, snapshots of a 240-step run) it does not: GMP's
+pooling is a maximum *per channel*, so separate channels detect separate parts and GMP is rewarded
+for each kind of part it finds; its maps fit the parts (box accuracy 0.75 / 0.80 / 0.82 at steps
+80 / 160 / 240, boxes 1.04x the object's area), while GAP's maps spread past the object (0.84 /
+0.63 / 0.54, 1.7-2.0x). Larger, rounder bodies (``body_length=(15, 22), body_aspect=(0.55, 0.75)``)
+keep GAP's boxes closer to the object (0.99 / 0.93 / 0.91 at steps 80 / 240 / 480 of a 480-step run),
+but GMP catches up (0.68 / 0.84 / 0.86): GMP is not rewarded for the *extent* of one kind of
+evidence, GAP is, and separate parts are separate kinds.
+Backgrounds are a noisy grid of muted colours with class-independent distractor shapes; position,
+rotation and scale vary. ``part_masks`` is the union of the class-naming parts;
+``render_synthetic`` also returns ``part_ids`` (0 none, 1 head, 2 tail, 3 middle).
 
 The *fine-grained* preset (lesson 04) puts a small object in a larger frame (128 px); the head
 colour names a pair of classes and the direction of thin stripes on the body the class within it,
@@ -42,6 +60,12 @@ HEAD_PALETTE = np.array([
 # Stripe directions relative to the body's long axis (radians): along, across, the two diagonals.
 STRIPE_ANGLES = np.array([0.0, np.pi / 2, np.pi / 4, -np.pi / 4], dtype=np.float32)
 STRIPE_NAMES = ("along", "across", "diag+", "diag-")
+# The parts that name the class (``SyntheticSpec.parts``): head disc, tail band, middle square. Part k of
+# class c takes palette colour (c + PART_OFFSETS[k]) mod (number of colours): within a class the parts
+# differ in colour (and shape), so no single colour detector finds them all.
+PART_NAMES = ("head", "tail", "middle")
+PART_OFFSETS = (0, 3, 5)
+TAIL_AT = 0.8                                    # the tail band's centre, as a fraction of the semi-major axis
 COLOUR_NAMES = ("red", "green", "blue", "yellow", "magenta", "cyan", "orange", "white",
                 "brown", "mint", "lavender", "black")
 
@@ -65,6 +89,7 @@ class SyntheticSpec:
     distractor_size: tuple[float, float] = (2.5, 6.0)
     noise: float = 0.06             # std of the pixel noise, in [0, 1] units
     grid: int = 8                   # background cell size at 64 px
+    parts: int = 1                  # separate parts that each name the class: head; + tail band; + middle square
 
     def __post_init__(self) -> None:
         if not isinstance(self.image_size, int) or self.image_size < 16:
@@ -77,6 +102,14 @@ class SyntheticSpec:
         if colours * self.spots != self.num_classes or not 2 <= colours <= len(HEAD_PALETTE):
             raise ValueError(f"num_classes must be spots x (2..{len(HEAD_PALETTE)}) head colours; "
                              f"got num_classes={self.num_classes}, spots={self.spots}")
+        if self.parts not in (1, 2, 3):
+            raise ValueError(f"parts must be 1, 2 or 3, got {self.parts!r}")
+        if self.parts > 1 and (self.spots != 1 or self.head_shared):
+            raise ValueError(f"parts={self.parts} needs spots=1 and head_shared=False (each part names the class); "
+                             f"got spots={self.spots}, head_shared={self.head_shared}")
+        if len({o % colours for o in PART_OFFSETS[:self.parts]}) < self.parts:
+            raise ValueError(f"with {colours} colours the {self.parts} parts would share a colour "
+                             f"(colour offsets {PART_OFFSETS[:self.parts]}); use another num_classes or fewer parts")
         if self.stripes == "pairs" and (self.spots != 1 or self.num_classes > 2 * len(STRIPE_ANGLES)
                                         or self.num_classes % 2):
             raise ValueError("stripes='pairs' needs spots=1 and an even num_classes <= 8")
@@ -101,17 +134,26 @@ class SyntheticSpec:
 
     @classmethod
     def preset(cls, name: str, **changes) -> "SyntheticSpec":
-        """Named variants: ``"gapgmp"`` (lessons 01-03) and ``"fine"`` (lesson 04)."""
+        """Named variants: ``"gapgmp"`` (lessons 01-03, 05, 06), ``"parts"`` (lesson 01's exercise) and
+        ``"fine"`` (lesson 04)."""
         presets = {
             "gapgmp": cls(),
+            # three class-naming parts (head, tail, middle): a design measured on 2026-11-28 (module docstring)
+            "parts": cls(parts=3),
             # lesson 04: the head colour names a pair, thin stripes (2.4-3.2 px period at 128 px) the class
             # within it -- a detail that an antialiased 48-px copy of the frame no longer shows
             "fine": cls(image_size=128, num_classes=8, stripes="pairs", head_shared=True, body_length=(10.0, 14.0),
-                        stripe_period=(1.2, 1.6), head_radius=0.26, distractors=6, distractor_size=(2.0, 5.0), grid=6),
+                        stripe_period=(1.2, 1.6), head_radius=0.26, distractors=6, distractor_size=(2.0, 5.0), grid=6,
+                        parts=1),
         }
         if name not in presets:
             raise ValueError(f"unknown preset {name!r}; expected one of {sorted(presets)}")
         return replace(presets[name], **changes)
+
+
+def part_colour(labels, k: int, colours: int) -> np.ndarray:
+    """RGB colours ``(B, 3)`` of part ``k`` (0 head, 1 tail, 2 middle) for class ``labels`` (``PART_OFFSETS``)."""
+    return HEAD_PALETTE[(np.asarray(labels) + PART_OFFSETS[k]) % colours]
 
 
 def _draw_params(spec: SyntheticSpec, seed: int, index: int) -> dict:
@@ -202,6 +244,18 @@ def render_synthetic(spec: SyntheticSpec, seed: int, indices) -> dict[str, np.nd
     head_rgb = HEAD_PALETTE[head_idx][:, :, None, None]
     img = np.where(head[:, None], head_rgb, img)
     part |= head
+    part_id = np.where(head, np.int8(1), np.int8(0))
+    r = col("r_head")
+    if spec.parts >= 2:                            # a band across the body near its back end
+        tail = (np.abs(u + TAIL_AT * a) <= 0.55 * r) & (np.abs(v) <= 1.1 * r) & body
+        img = np.where(tail[:, None], part_colour(labels, 1, colours)[:, :, None, None], img)
+        part |= tail
+        part_id = np.where(tail, np.int8(2), part_id)
+    if spec.parts >= 3:                            # a square in the middle of the body
+        mid = (np.abs(u) <= 0.8 * r) & (np.abs(v) <= 0.8 * r)
+        img = np.where(mid[:, None], part_colour(labels, 2, colours)[:, :, None, None], img)
+        part |= mid
+        part_id = np.where(mid, np.int8(3), part_id)
 
     noise = np.stack([p["noise"] for p in P]) if B else 0.0
     img = np.clip(img + noise, 0.0, 1.0)
@@ -210,7 +264,8 @@ def render_synthetic(spec: SyntheticSpec, seed: int, indices) -> dict[str, np.nd
     for k in range(B):                            # exact box of the object mask, pixel-edge coords
         ys, xs = np.nonzero(mask[k].any(axis=1))[0], np.nonzero(mask[k].any(axis=0))[0]
         boxes[k] = (xs[0], ys[0], xs[-1] + 1, ys[-1] + 1)
-    return dict(images=(img * 255 + 0.5).astype(np.uint8), labels=labels, boxes=boxes, masks=mask, part_masks=part)
+    return dict(images=(img * 255 + 0.5).astype(np.uint8), labels=labels, boxes=boxes, masks=mask, part_masks=part,
+                part_ids=part_id)
 
 
 def make_synthetic(n: int, seed: int = 0, spec: SyntheticSpec | str = "gapgmp", *, start: int = 0,
@@ -234,8 +289,8 @@ def make_synthetic(n: int, seed: int = 0, spec: SyntheticSpec | str = "gapgmp", 
     parts = []
     steps = range(start, start + n, chunk)
     if progress:
-        from tqdm.auto import tqdm
-        steps = tqdm(steps, desc="generating", unit="chunk")
+        from ..config import progress_bar
+        steps = progress_bar(steps, desc="generating", unit="chunk")
     for lo in steps:
         parts.append(render_synthetic(spec, seed, np.arange(lo, min(lo + chunk, start + n))))
     cat = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
