@@ -76,8 +76,12 @@ _LESSONS: dict[str, dict[str, dict[str, Any]]] = {
                       curve_steps=80, curve_snapshots=[20, 40, 80]),
         "cpu": dict(image_size=64, n_train=8000, n_val=1000, steps=80, batch_size=128, seeds=[0, 1], snapshots=[15, 40, 80],
                     curve_steps=360, curve_snapshots=[20, 40, 80, 120, 160, 240, 300]),
-        "gpu": dict(image_size=64, n_train=20000, n_val=2000, steps=240, batch_size=128, seeds=[0, 1, 2], snapshots=[15, 60, 240],
-                    curve_steps=960, curve_snapshots=[30, 60, 120, 240, 360, 480, 600, 720, 840]),
+        # The claims are asserted at 80 steps in every profile: on this data the GAP-over-GMP effect
+        # holds early in training and reverses with long training (FINDINGS.md; measured again on
+        # 2026-11-28 for several data designs), so the gpu profile uses more images and seeds, not
+        # more steps, for its claims, and shows the longer run (480 steps) as the curve.
+        "gpu": dict(image_size=64, n_train=20000, n_val=2000, steps=80, batch_size=128, seeds=[0, 1, 2], snapshots=[15, 40, 80],
+                    curve_steps=480, curve_snapshots=[20, 40, 80, 120, 160, 240, 320, 400]),
     },
     # lesson 02: the CAM derivation, on a GAP network trained briefly.
     "02": {

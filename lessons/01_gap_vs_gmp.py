@@ -356,9 +356,10 @@ report.claim("classification accuracy is close (within 5 points)", abs(g["acc"] 
 
 # %% [markdown]
 # ## Summary
-# - GAP and GMP heads classify about equally well, trained with image-level labels only.
-# - With GAP, every location with evidence raises the class score, so the map covers the object's
-#   extent; GMP only rewards the best location, so its map shrinks to one discriminative part.
+# - The idea: with GAP, every location with evidence raises the class score, so training rewards a
+#   map that covers the object's extent; with GMP only the best location counts, so nothing
+#   rewards the rest of the object. The checks above say what this profile measured at
+#   the length of the main runs; the curve says what happened with longer training.
 # - A single number (box accuracy at the 20% rule) shows the difference, but the maps show *why*.
 # - How the two heads' maps change with training length depends on the data and the length: on this
 #   data, long training can teach GAP to rely on the head alone while GMP's map spreads along the

@@ -339,6 +339,16 @@ print(f"(observations, not claims: CAM boxes at IoU >= 0.5 {loc_acc:.3f} vs {loc
 # downloads CUB-200-2011 (1.15 GB, from the Caltech data repository, MD5-checked) into `data/`, and
 # every network checkpoints as it trains: after a disconnect, run the cell again and it continues
 # where it stopped. Elsewhere (or with `CAMLIB_REAL_DATA=0`) it says so in one line and skips.
+#
+# How long? The estimate below is computed by `camlib.timing` from one measured H100 training rate,
+# scaled to other GPUs by public benchmark ratios: an estimate, not a measurement.
+
+# %%
+from camlib import timing
+
+print("CUB-200-2011, fine-tuning " + ", ".join(S["cub_models"]) + f" for {S['cub_epochs']} epochs, three networks each: "
+      + timing.describe({g: timing.decode_seconds(11788) + sum(3 * timing.train_seconds(m, S["cub_epochs"] * 5994, g)
+                                                                for m in S["cub_models"]) for g in ("T4", "A100")}))
 
 # %%
 def cub_frozen_svm(tr, te, size=224):

@@ -227,10 +227,13 @@ report.claim(f"a class's top-{S['top_k']} units peak on its discriminative part 
              f"{S['n_random']} random draws of {S['top_k']} units, and by a clear margin over their mean",
              top_part > p99 and top_part >= random_part.mean() + S["min_margin"],
              ours=f"top {top_part:.3f} vs random mean {random_part.mean():.3f} (99th pct {p99:.3f})",
-             paper="qualitative (section 5)", dataset=data_name, lesson="06")
+             paper="qualitative (section 5)", dataset=data_name, lesson="06",
+             fails_if="the top units peak on the part no more often than the 99th percentile of random draws, or "
+                      f"less than {S['min_margin']} above their mean")
 report.claim("the top units peak on the object far more often than random units",
              top_object >= random_object.mean() + S["min_margin"],
-             ours=f"top {top_object:.3f} vs random {random_object.mean():.3f}", dataset=data_name, lesson="06")
+             ours=f"top {top_object:.3f} vs random {random_object.mean():.3f}", dataset=data_name, lesson="06",
+             fails_if=f"the top units' object-hit rate less than {S['min_margin']} above random units'")
 
 # %% [markdown]
 # ## An ImageNet network on real photos
