@@ -5,7 +5,8 @@ One measurement underlies them all: ResNet50-CAM trains at about **3,200 images/
 other GPUs are scaled from it by their relative ResNet-50 mixed-precision *training* throughput in
 public benchmarks (NVIDIA's published per-GPU figures: an A100 reaches roughly 0.7 of an H100, a T4
 roughly 0.08 — about 250 images/s, and without native bf16 it trains in fp16 with a loss scaler).
-Other networks are scaled by their forward cost relative to ResNet-50 at the same input size. None
+VGG16-GAP and GoogLeNet-GAP use the H100 rates given with it; other networks are scaled by their
+forward cost relative to ResNet-50. None
 of this was measured on those GPUs: every figure printed from here says "estimate".
 
 Data loading is the other half: a Colab runtime has 2 CPU cores (about 300 JPEGs/s decoded and
@@ -16,14 +17,16 @@ Introduced in lesson 00; used by the lessons' "what to try on a GPU" notes and t
 
 from __future__ import annotations
 
-#: Measured training rate (images/s) of ResNet50-CAM at 224 px on one H100 (bf16, channels_last).
-H100_RESNET50_IMAGES_PER_S = 3200.0
+#: Training images/s of the model alone on one H100 (bf16, channels_last): the figures the
+#: developers were given (ResNet50-CAM measured; the others given with it). ``camlib.recipes`` uses
+#: these too: one table of rates.
+H100_IMAGES_PER_S = {"resnet50_cam": 3200.0, "vgg16_gap": 3300.0, "googlenet_gap": 5600.0}
+H100_RESNET50_IMAGES_PER_S = H100_IMAGES_PER_S["resnet50_cam"]
 #: Training throughput relative to an H100 (ResNet-50, mixed precision; public benchmarks, not ours).
 GPU_SPEED = {"H100": 1.0, "A100": 0.7, "T4": 0.08}
-#: Forward cost relative to ResNet-50 at 224 px (GFLOPs ratio; GoogLeNet-GAP and VGG16-GAP as cut
-#: by the paper's surgery, with the 1024-unit conv; the small CNN of lessons 01-06 at 64 px).
-RELATIVE_COST = {"resnet50_cam": 1.0, "googlenet_gap": 0.7, "vgg16_gap": 4.0, "alexnet_gap": 0.3,
-                 "small_cnn_64": 0.01}
+#: For networks without a given rate: forward cost relative to ResNet-50 at 224 px (GFLOPs ratio;
+#: AlexNet-GAP as cut by the paper's surgery, with the 1024-unit conv; the lessons' small CNN at 64 px).
+RELATIVE_COST = {"alexnet_gap": 0.3, "small_cnn_64": 0.01}
 #: JPEGs decoded and resized per second by one CPU core (measured once, developers' guide).
 DECODE_PER_CORE = 300.0
 #: A small network is limited by per-step overhead (kernel launches, Python), not by FLOPs:
@@ -35,11 +38,12 @@ def train_seconds(model: str, images: int, gpu: str, *, steps: int | None = None
     """Estimated seconds to train ``model`` on ``images`` images (all epochs) on ``gpu``."""
     if gpu not in GPU_SPEED:
         raise ValueError(f"gpu must be one of {sorted(GPU_SPEED)}, got {gpu!r}")
-    if model not in RELATIVE_COST:
-        raise ValueError(f"model must be one of {sorted(RELATIVE_COST)}, got {model!r}")
+    known = {**H100_IMAGES_PER_S, **{m: H100_RESNET50_IMAGES_PER_S / c for m, c in RELATIVE_COST.items()}}
+    if model not in known:
+        raise ValueError(f"model must be one of {sorted(known)}, got {model!r}")
     if images < 0 or (steps is not None and steps < 0):
         raise ValueError(f"images and steps must be >= 0, got {images}, {steps}")
-    rate = H100_RESNET50_IMAGES_PER_S * GPU_SPEED[gpu] / RELATIVE_COST[model]
+    rate = known[model] * GPU_SPEED[gpu]
     return max(images / rate, (steps or 0) * MIN_STEP_SECONDS)
 
 

@@ -101,8 +101,8 @@ def show_map(image, cam=None, *, ax=None, alpha: float = 0.5, boxes=(), box_colo
         if normalize:
             if vmin is not None or vmax is not None:
                 raise ValueError("show_map: give normalize=True or vmin/vmax, not both (a min-max scaled map is in [0, 1])")
-            lo, hi = float(m.min()), float(m.max())
-            m = (m - lo) / (hi - lo) if hi > lo else np.zeros_like(m)
+            from .cam import normalize as minmax
+            m = minmax(torch.as_tensor(m, dtype=torch.float32)[None])[0].numpy()
             vmin, vmax = 0.0, 1.0
         im = ax.imshow(m, cmap=cmap, alpha=alpha, vmin=vmin, vmax=vmax)
         if colorbar:

@@ -126,7 +126,7 @@ def test_transfer_datasets_each_on_its_own(tmp_path):
     assert "\n" not in failed["Oxford-IIIT Pet"]
     tr, te = opened["Caltech-101"]
     assert len(tr) + len(te) == 12 and tr.num_classes == 3           # BACKGROUND_Google is no class
-    with pytest.warns(UserWarning, match="cannot read"):
+    with pytest.warns(UserWarning, match="skipping unreadable image"):
         samples = [d[i] for d in (tr, te) for i in range(len(d))]
     assert all(s["image"].shape == (3, 224, 224) for s in samples)
     assert sum(len(d.unreadable) for d in (tr, te)) == 1

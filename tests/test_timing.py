@@ -26,3 +26,10 @@ def test_description_says_estimate():
 def test_bad_input_is_refused(args):
     with pytest.raises(ValueError, match="must be"):
         timing.train_seconds(*args)
+
+
+def test_one_table_of_rates_for_recipes_and_estimates():
+    from camlib import recipes
+
+    assert recipes.H100_IMAGES_PER_S is timing.H100_IMAGES_PER_S
+    assert timing.train_seconds("googlenet_gap", 5600, "H100") == pytest.approx(1.0)

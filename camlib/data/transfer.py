@@ -18,13 +18,12 @@ so one that fails does not take the others with it. Introduced in lesson 05 (gpu
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
-from .common import data_root, eval_transform
+from .common import data_root, eval_transform, first_readable, read_image
 
 NAMES = ("Caltech-101", "Flowers-102", "Oxford-IIIT Pet")
 
@@ -32,7 +31,7 @@ NAMES = ("Caltech-101", "Flowers-102", "Oxford-IIIT Pet")
 class ImageList(torch.utils.data.Dataset):
     """Image files and labels as ``{"image", "label", "boxes"}`` samples (no boxes: ``(0, 4)``).
 
-    An image that cannot be decoded is recorded in ``unreadable`` (path -> reason), warned about
+    An image that cannot be decoded is recorded in ``unreadable`` (index -> reason), warned about
     once, and the next readable image of the list stands in for it. Lesson 05."""
 
     def __init__(self, paths, labels, class_names, transform: Callable | None = None, *, size: int = 224,
@@ -44,7 +43,7 @@ class ImageList(torch.utils.data.Dataset):
             raise ValueError(f"{name}: no images")
         self.class_names, self.name = list(class_names), name
         self.transform = transform if transform is not None else eval_transform(size)
-        self.unreadable: dict[str, str] = {}
+        self.unreadable: dict[int, str] = {}
 
     @property
     def num_classes(self) -> int:
@@ -53,25 +52,10 @@ class ImageList(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def _open(self, path: Path):
-        from PIL import Image
-        with Image.open(path) as im:
-            im.load()                      # decode now: a truncated file fails here, named
-            return im.copy()
-
     def __getitem__(self, index: int) -> dict[str, Any]:
-        n = len(self.paths)
-        for k in range(n):
-            i = (index + k) % n
-            try:
-                img = self._open(self.paths[i])
-            except (OSError, SyntaxError, ValueError) as e:
-                if str(self.paths[i]) not in self.unreadable:
-                    self.unreadable[str(self.paths[i])] = f"{type(e).__name__}: {e}"
-                    warnings.warn(f"{self.name}: cannot read {self.paths[i]} ({e}); using the next image", stacklevel=2)
-                continue
-            return {"image": self.transform(img), "label": self.labels[i], "boxes": torch.zeros(0, 4)}
-        raise ValueError(f"{self.name}: none of its {n} images can be read")
+        i, img = first_readable(index, len(self.paths), lambda k: read_image(self.paths[k]), policy="skip",
+                                bad=self.unreadable, name=self.name)
+        return {"image": self.transform(img), "label": self.labels[i], "boxes": torch.zeros(0, 4)}
 
 
 def caltech101(root: str | Path | None = None, *, download: bool = True, seed: int = 0,
