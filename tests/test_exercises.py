@@ -46,9 +46,21 @@ def test_gap_accepts_a_loop_version(capsys):
     accepts(ex.check_gap, lambda f: torch.nn.functional.adaptive_avg_pool2d(f, 1).flatten(1), capsys)
 
 
-def test_gap_rejects_max_sum_and_keepdim():
+def test_gap_accepts_the_papers_sum_and_says_so(capsys):
+    ex.check_gap(lambda f: f.sum(dim=-1).sum(dim=-1))  # the paper's F_k is a sum over x, y
+    out = capsys.readouterr().out
+    assert "OK" in out and "sums the map, as the paper's F_k" in out and "1/(h*w)" in out
+    spec = ex.spec("check_gap", seed=5)
+    assert ex.diagnose(spec, [t[0].sum(dim=(2, 3)) for t in spec.trials]) == ""
+    # a sum over one axis only is neither: still rejected, with its own diagnosis
+    rejects(ex.check_gap, lambda f: f.sum(dim=3), "summed over only one spatial dimension")
+    # summing on some trials and averaging on others is not accepted either
+    mixed = [t[0].sum(dim=(2, 3)) if i % 2 else t[0].mean(dim=(2, 3)) for i, t in enumerate(spec.trials)]
+    assert ex.diagnose(spec, mixed) != ""
+
+
+def test_gap_rejects_max_and_keepdim():
     rejects(ex.check_gap, lambda f: f.flatten(2).max(dim=2).values, "used max instead of mean")
-    rejects(ex.check_gap, lambda f: f.sum(dim=-1).sum(dim=-1), "summed instead of averaging")
     msg = rejects(ex.check_gap, lambda f: torch.nn.functional.adaptive_avg_pool2d(f, 1), "keepdim")
     assert "expected shape (5, 10), got (5, 10, 1, 1)" in msg
 
