@@ -154,14 +154,19 @@ def vgg16_gap(num_classes: int = 1000, weights=None, pool: Pool = "gap", **kwarg
     return CAMNet(nn.Sequential(trunk, _cam_conv(512)), 1024, num_classes, pool, name=f"vgg16-{pool}", **_IMNET)
 
 
-class _GoogLeNetTrunk(nn.Module):
-    """GoogLeNet up to inception4e (pool4 onwards removed), with torchvision's input transform."""
+_GOOGLENET_LAYERS = ("conv1", "maxpool1", "conv2", "conv3", "maxpool2", "inception3a", "inception3b", "maxpool3",
+                     "inception4a", "inception4b", "inception4c", "inception4d", "inception4e", "maxpool4",
+                     "inception5a", "inception5b")
 
-    def __init__(self, base: nn.Module):
+
+class _GoogLeNetTrunk(nn.Module):
+    """GoogLeNet up to layer ``last`` (default inception4e: pool4 onwards removed), with torchvision's
+    input transform."""
+
+    def __init__(self, base: nn.Module, last: str = "inception4e"):
         super().__init__()
         self.transform_input = bool(getattr(base, "transform_input", False))
-        names = ["conv1", "maxpool1", "conv2", "conv3", "maxpool2", "inception3a", "inception3b", "maxpool3",
-                 "inception4a", "inception4b", "inception4c", "inception4d", "inception4e"]
+        names = _GOOGLENET_LAYERS[:_GOOGLENET_LAYERS.index(last) + 1]
         self.layers = nn.Sequential(*[getattr(base, n) for n in names])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -310,6 +315,32 @@ def build(name: str, **kwargs) -> CAMNet:
         if weights is None or name not in TORCHVISION_BASES:
             raise
         raise _weights_download_error(TORCHVISION_BASES[name], weights, e, name) from e
+
+
+# torchvision classifiers that already end in GAP + one linear layer: where their feature maps end
+PRETRAINED_TRUNKS = {"resnet18": 512, "resnet34": 512, "resnet50": 2048, "resnet101": 2048, "resnet152": 2048,
+                     "googlenet": 1024}
+
+
+def pretrained_classifier(arch: str, weights="DEFAULT", *, who: str | None = None) -> CAMNet:
+    """torchvision's ImageNet classifier ``arch`` as it is, as a :class:`CAMNet` whose classifier is the
+    network's own last linear layer: its logits equal torchvision's, and its CAMs are the paper's (Sec. 2)
+    for this network (7x7 maps at 224 px). ``arch`` is one of :data:`PRETRAINED_TRUNKS` (networks whose
+    head is already GAP + linear, so no surgery and no training is needed). A failed weight download
+    raises :class:`WeightsDownloadError`. Used by lessons 03, 05 and 06 (their gpu paths)."""
+    if arch not in PRETRAINED_TRUNKS:
+        raise ValueError(f"expected one of {sorted(PRETRAINED_TRUNKS)} (a torchvision classifier that ends in "
+                         f"GAP + linear); got {arch!r}")
+    kwargs = {"init_weights": False} if arch == "googlenet" and weights is None else {}
+    base = torchvision_model(arch, weights=weights, who=who, **kwargs).eval()
+    if arch == "googlenet":
+        trunk = _GoogLeNetTrunk(base, last="inception5b")
+    else:
+        trunk = nn.Sequential(base.conv1, base.bn1, base.relu, base.maxpool, base.layer1, base.layer2, base.layer3,
+                              base.layer4)
+    net = CAMNet(trunk, PRETRAINED_TRUNKS[arch], base.fc.out_features, "gap", name=f"{arch}-torchvision", **_IMNET)
+    net.classifier = base.fc
+    return net.eval()
 
 
 def imagenet_categories() -> list[str]:

@@ -62,3 +62,25 @@ def test_bad_inputs_raise_clear_errors():
         models.build("lenet")
     with pytest.raises(ValueError, match="uint8"):
         models.preprocess_imagenet(torch.zeros(4, 4, 3).numpy())
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "googlenet"])
+def test_pretrained_classifier_gives_torchvisions_logits_and_7x7_maps(arch, monkeypatch):
+    from torchvision.models import get_model
+    extra = {"init_weights": False, "aux_logits": False, "transform_input": True} if arch == "googlenet" else {}
+    base = get_model(arch, weights=None, **extra).eval()
+    monkeypatch.setattr(models, "torchvision_model", lambda *a, **k: base)
+    net = models.pretrained_classifier(arch, weights=None)
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        out = net(x)
+        assert torch.allclose(out.logits, base(x), atol=1e-5)
+        # the CAM's mean plus the bias is the logit: the paper's identity holds for the network as it is
+        cam = torch.einsum("bkhw,ck->bchw", out.features, net.classifier.weight)
+        assert torch.allclose(cam.mean(dim=(2, 3)) + net.classifier.bias, out.logits, atol=1e-4)
+    assert out.features.shape[-2:] == (7, 7) and net.classifier is base.fc
+
+
+def test_pretrained_classifier_refuses_a_network_without_a_gap_head():
+    with pytest.raises(ValueError, match="ends in GAP"):
+        models.pretrained_classifier("vgg16", weights=None)
