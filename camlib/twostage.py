@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from . import localize
 from .cam import class_activation_maps, upsample
 from .data.memory import InMemoryDataset
+from .inference import batches, evaluating, model_device, predict
 
 __all__ = ["crop_boxes", "same_size_boxes", "box_coverage", "jitter_boxes", "crop_images", "crop_masks",
            "boxes_into_crops", "boxes_from_crops", "resize_dataset", "crop_dataset", "cam_boxes", "probe_boxes",
@@ -285,7 +286,6 @@ def crop_dataset(ds: InMemoryDataset, boxes: torch.Tensor, size, *, margin: floa
 
 # ------------------------------------------------------------------------- stage 1: CAM boxes
 
-@torch.no_grad()
 def cam_boxes(model, ds, *, classes: str = "pred", threshold: float = 0.2, batch_size: int = 256,
               device=None) -> dict[str, torch.Tensor]:
     """Stage 1: classify every image, and box the map of its top-1 class (``classes="pred"``,
@@ -299,22 +299,19 @@ def cam_boxes(model, ds, *, classes: str = "pred", threshold: float = 0.2, batch
         raise ValueError(f"classes must be 'pred' or 'label'; got {classes!r}")
     if not hasattr(ds, "batch"):
         raise ValueError(f"ds must be an in-memory dataset with .batch(); got {type(ds).__name__}")
-    device = torch.device(device) if device is not None else next(model.parameters()).device
-    was_training = model.training
-    model.eval()
+    device = model_device(model, device)
     H, W = ds.image_size
     out: dict[str, list[torch.Tensor]] = {"boxes": [], "logits": [], "classes": [], "maps": []}
-    for lo in range(0, len(ds), batch_size):
-        b = ds.batch(torch.arange(lo, min(lo + batch_size, len(ds))), device=device)
-        o = model(b["image"])
-        logits = o.logits.float()
-        cls = logits.argmax(1) if classes == "pred" else b["label"]
-        maps = class_activation_maps(o.features.float(), model.classifier.weight.float(), cls)[:, 0]
-        out["boxes"].append(localize.boxes_from_maps(upsample(maps, (H, W)), threshold=threshold).cpu())
-        out["logits"].append(logits.cpu())
-        out["classes"].append(cls.cpu())
-        out["maps"].append(maps.cpu())
-    model.train(was_training)
+    with evaluating(model):
+        for b in batches(ds, batch_size, device):
+            o = model(b["image"])
+            logits = o.logits.float()
+            cls = logits.argmax(1) if classes == "pred" else b["label"]
+            maps = class_activation_maps(o.features.float(), model.classifier.weight.float(), cls)[:, 0]
+            out["boxes"].append(localize.boxes_from_maps(upsample(maps, (H, W)), threshold=threshold).cpu())
+            out["logits"].append(logits.cpu())
+            out["classes"].append(cls.cpu())
+            out["maps"].append(maps.cpu())
     return {k: torch.cat(v) for k, v in out.items()}
 
 
@@ -381,15 +378,7 @@ def two_stage_predict(stage1, stage2, ds: InMemoryDataset, *, input_size, crop_s
 
 
 def _logits(model, ds, batch_size: int, device) -> torch.Tensor:
-    device = torch.device(device) if device is not None else next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    out = []
-    for lo in range(0, len(ds), batch_size):
-        b = ds.batch(torch.arange(lo, min(lo + batch_size, len(ds))), device=device)
-        out.append(model(b["image"]).logits.float().cpu())
-    model.train(was_training)
-    return torch.cat(out)
+    return predict(model, ds, batch_size=batch_size, device=device, maps=None)["logits"]
 
 
 def _streamed_max_box_acc_v2(maps: torch.Tensor, boxes: torch.Tensor, hw, chunk: int = 256) -> float:

@@ -22,6 +22,7 @@ import torch
 import torch.nn as nn
 
 from .cam import upsample
+from .inference import batches, evaluating, model_device
 
 __all__ = ["rank_units", "unit_peaks", "top_activations", "peak_boxes", "receptive_field", "peak_on_mask"]
 
@@ -76,7 +77,6 @@ def unit_peaks(features: torch.Tensor, units=None) -> dict[str, torch.Tensor]:
     return {"values": values, "cells": _cells_to_yx(flat, features.shape[-1])}
 
 
-@torch.no_grad()
 def top_activations(model, data, units, n: int = 8, *, batch_size: int = 128, device=None,
                     indices=None) -> dict[str, torch.Tensor]:
     """For each unit in ``units``, the ``n`` images of ``data`` where its maximum is highest.
@@ -86,8 +86,6 @@ def top_activations(model, data, units, n: int = 8, *, batch_size: int = 128, de
     ``(U, n)`` (dataset indices, best first), ``values`` ``(U, n)``, ``cells`` ``(U, n, 2)`` (row,
     col of the peak in the ``(h, w)`` map) and ``map_size`` ``(h, w)``. Paper section 5; lesson 06.
     """
-    from .features import _batches
-
     units = torch.as_tensor(units)
     if units.dtype == torch.bool or units.is_floating_point():
         raise ValueError(f"units must be integers; got {units.tolist()}")
@@ -97,29 +95,27 @@ def top_activations(model, data, units, n: int = 8, *, batch_size: int = 128, de
     total = len(data) if indices is None else len(indices)
     if not 1 <= n <= total:
         raise ValueError(f"n must be in [1, {total}] (the number of images); got {n}")
-    device = torch.device(device) if device is not None else next(model.parameters()).device
-    was_training = model.training
-    model.eval()
+    device = model_device(model, device)
     order = torch.arange(len(data)) if indices is None else torch.as_tensor(indices, dtype=torch.long)
     best_v = torch.full((len(units), 0), float("-inf"))
     best_i = torch.zeros((len(units), 0), dtype=torch.long)
     best_c = torch.zeros((len(units), 0, 2), dtype=torch.long)
     seen, size = 0, None
-    for b in _batches(data, batch_size, device, order):
-        f = model(b["image"]).features.float()
-        if int(units.max()) >= f.shape[1] or int(units.min()) < 0:
-            raise ValueError(f"units must lie in [0, {f.shape[1]}); got {units.tolist()}")
-        size = tuple(f.shape[-2:])
-        p = unit_peaks(f, units.to(f.device))
-        ids = order[seen:seen + len(f)]
-        seen += len(f)
-        v = torch.cat([best_v, p["values"].cpu().T], 1)                 # (U, kept + B)
-        i = torch.cat([best_i, ids[None].expand(len(units), -1)], 1)
-        c = torch.cat([best_c, p["cells"].cpu().transpose(0, 1)], 1)
-        keep = torch.sort(v, dim=1, descending=True, stable=True).indices[:, :n]
-        best_v, best_i = v.gather(1, keep), i.gather(1, keep)
-        best_c = c.gather(1, keep[..., None].expand(-1, -1, 2))
-    model.train(was_training)
+    with evaluating(model):
+        for b in batches(data, batch_size, device, order):
+            f = model(b["image"]).features.float()
+            if int(units.max()) >= f.shape[1] or int(units.min()) < 0:
+                raise ValueError(f"units must lie in [0, {f.shape[1]}); got {units.tolist()}")
+            size = tuple(f.shape[-2:])
+            p = unit_peaks(f, units.to(f.device))
+            ids = order[seen:seen + len(f)]
+            seen += len(f)
+            v = torch.cat([best_v, p["values"].cpu().T], 1)                 # (U, kept + B)
+            i = torch.cat([best_i, ids[None].expand(len(units), -1)], 1)
+            c = torch.cat([best_c, p["cells"].cpu().transpose(0, 1)], 1)
+            keep = torch.sort(v, dim=1, descending=True, stable=True).indices[:, :n]
+            best_v, best_i = v.gather(1, keep), i.gather(1, keep)
+            best_c = c.gather(1, keep[..., None].expand(-1, -1, 2))
     return {"images": best_i, "values": best_v, "cells": best_c, "map_size": torch.tensor(size)}
 
 

@@ -137,3 +137,10 @@ class InMemoryDataset(torch.utils.data.Dataset):
     def __repr__(self) -> str:
         h, w = self.image_size
         return f"InMemoryDataset({self.name!r}, n={len(self)}, size={h}x{w}, classes={self.num_classes})"
+
+
+def has_uint8_images(data) -> bool:
+    """Whether ``data`` holds its images as one uint8 tensor (an :class:`InMemoryDataset` or a decoded
+    cache, :class:`camlib.data.cache.CachedDataset`): batches are then gathered from it directly."""
+    imgs = getattr(data, "images", None)
+    return isinstance(imgs, torch.Tensor) and imgs.dtype == torch.uint8 and hasattr(data, "labels")
