@@ -41,7 +41,7 @@ nbval: $(STAMP)
 # Every lesson executed once in the smoke profile, as the course build does (fails if a cell fails);
 # tests/test_lesson_outputs.py then scans build/smoke for stray values, warnings and stuck progress bars.
 smoke: $(STAMP)
-	CAMLIB_DEVICE=cpu $(PY) -m coursekit build --profile smoke --out build/smoke --timeout 600
+	CAMLIB_DEVICE=cpu $(PY) -m coursekit build --profile smoke --out build/smoke --timeout 600 --jobs 2
 
 test: $(STAMP)
 	$(MAKE) smoke

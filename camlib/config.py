@@ -188,15 +188,20 @@ def is_tiny() -> bool:
     return scale_name() == "tiny"
 
 
-def real_data_enabled() -> bool:
-    """``$CAMLIB_REAL_DATA`` (default on): ``0``/``false``/``no``/``off`` makes the real-dataset
-    cells skip (``make claims-gpu`` runs only the synthetic, offline parts)."""
-    v = os.environ.get("CAMLIB_REAL_DATA", "").strip().lower()
+def _env_switch(name: str) -> bool:
+    """An on/off environment variable that is on when unset; anything unreadable is refused."""
+    v = os.environ.get(name, "").strip().lower()
     if v in ("", "1", "true", "yes", "on"):
         return True
     if v in ("0", "false", "no", "off"):
         return False
-    raise ValueError(f"CAMLIB_REAL_DATA must be 1 or 0 (true/false, yes/no, on/off); got {v!r}")
+    raise ValueError(f"{name} must be 1 or 0 (true/false, yes/no, on/off); got {v!r}")
+
+
+def real_data_enabled() -> bool:
+    """``$CAMLIB_REAL_DATA`` (default on): ``0``/``false``/``no``/``off`` makes the real-dataset
+    cells skip (``make claims-gpu`` runs only the synthetic, offline parts)."""
+    return _env_switch("CAMLIB_REAL_DATA")
 
 
 def progress_enabled() -> bool:
@@ -206,12 +211,7 @@ def progress_enabled() -> bool:
     Jupyter widget, and a static HTML page keeps only its first frame ("0%"). This is the one place
     that decides whether camlib draws progress bars; :func:`progress_bar` asks it.
     """
-    v = os.environ.get("CAMLIB_PROGRESS", "").strip().lower()
-    if v in ("", "1", "true", "yes", "on"):
-        return True
-    if v in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"CAMLIB_PROGRESS must be 1 or 0 (true/false, yes/no, on/off); got {v!r}")
+    return _env_switch("CAMLIB_PROGRESS")
 
 
 def progress_bar(iterable=None, **kwargs: Any):
@@ -238,6 +238,16 @@ def real_data_ready(profile: "Profile", what: str) -> bool:
         skip_real_data(f"{what} is off because CAMLIB_REAL_DATA=0 (only the synthetic parts run).")
         return False
     return True
+
+
+def lesson_settings(lesson: str, profile: str) -> dict[str, Any]:
+    """A copy of lesson ``lesson``'s sizes in ``profile`` as the table above gives them (no tiny
+    scale, no overrides): the one place lesson sizes live, read by :meth:`Profile.lesson` and by the
+    recipes that repeat a lesson's run (``synthetic-gap`` is lesson 01's)."""
+    if str(lesson) not in _LESSONS or profile not in PROFILES:
+        raise ValueError(f"expected a lesson in {sorted(_LESSONS)} and a profile in {PROFILES}; "
+                         f"got {lesson!r}, {profile!r}")
+    return dict(_LESSONS[str(lesson)][profile])
 
 
 def _tiny_sizes(lesson: str, table: dict[str, dict[str, Any]]) -> dict[str, Any]:

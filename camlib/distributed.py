@@ -1,6 +1,6 @@
 """Several processes, one training run: ``torchrun`` + DistributedDataParallel, kept identical to one process.
 
-``torchrun --nproc_per_node=N -m camlib.train --recipe NAME`` starts N copies; each reads its rank
+``torchrun --nproc_per_node=N -m camlib.recipes --recipe NAME`` starts N copies; each reads its rank
 from the environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``) and :func:`init_from_env` joins
 them in a process group (NCCL between GPUs, gloo on CPUs). Then:
 

@@ -34,9 +34,10 @@ import torch
 import torch.nn as nn
 
 from .cam import class_activation_maps
+from .inference import batches, evaluating, model_device
 from .models import CAMNet, global_pool
 
-__all__ = ["freeze", "extract", "Probe", "fit_probe", "probe_cams", "attach_probe", "FCNet", "extract_fc"]
+__all__ = ["freeze", "extract", "Probe", "fit_probe", "probe_weights", "probe_cams", "attach_probe", "FCNet", "extract_fc"]
 
 
 def freeze(model: nn.Module) -> nn.Module:
@@ -49,21 +50,6 @@ def freeze(model: nn.Module) -> nn.Module:
     return model
 
 
-def _batches(data, batch_size: int, device, indices):
-    """Yield batches ``{"image", "label"}`` of an in-memory dataset or any dataset of dicts."""
-    n = len(data)
-    order = torch.arange(n) if indices is None else torch.as_tensor(indices, dtype=torch.long)
-    if hasattr(data, "batch"):
-        for lo in range(0, len(order), batch_size):
-            yield data.batch(order[lo:lo + batch_size], device=device)
-        return
-    from .data.common import collate_samples
-    sub = torch.utils.data.Subset(data, order.tolist())
-    for b in torch.utils.data.DataLoader(sub, batch_size=batch_size, collate_fn=collate_samples):
-        yield {"image": b["image"].to(device), "label": b["label"].to(device)}
-
-
-@torch.no_grad()
 def extract(model: CAMNet, data, *, batch_size: int = 128, device=None, maps: bool = False, indices=None,
             progress: bool = False) -> dict[str, torch.Tensor]:
     """The frozen network's pooled features for every image (one forward pass each).
@@ -78,22 +64,20 @@ def extract(model: CAMNet, data, *, batch_size: int = 128, device=None, maps: bo
         raise ValueError(f"model must be a camlib CAMNet; got {type(model).__name__}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive; got {batch_size}")
-    device = torch.device(device) if device is not None else next(model.parameters()).device
-    was_training = model.training
-    model.eval()
+    device = model_device(model, device)
     feats, labels, fmaps = [], [], []
-    batches = _batches(data, batch_size, device, indices)
+    stream = batches(data, batch_size, device, indices)
     if progress:
         from .config import progress_bar
         total = -(-(len(data) if indices is None else len(indices)) // batch_size)
-        batches = progress_bar(batches, total=total, desc="features", unit="batch")
-    for b in batches:
-        f = model.backbone(b["image"]).float()
-        feats.append(global_pool(f, model.pool).cpu())
-        labels.append(b["label"].cpu())
-        if maps:
-            fmaps.append(f.cpu())
-    model.train(was_training)
+        stream = progress_bar(stream, total=total, desc="features", unit="batch")
+    with evaluating(model):
+        for b in stream:
+            f = model.backbone(b["image"]).float()
+            feats.append(global_pool(f, model.pool).cpu())
+            labels.append(b["label"].cpu())
+            if maps:
+                fmaps.append(f.cpu())
     out = {"features": torch.cat(feats), "labels": torch.cat(labels)}
     if maps:
         out["maps"] = torch.cat(fmaps)
@@ -160,13 +144,43 @@ def fit_probe(features: torch.Tensor, labels, *, C: float = 0.1, standardize: bo
     Z = ((X - mean) / scale).numpy()
     svm = LinearSVC(C=C, max_iter=max_iter, random_state=seed, dual="auto")
     svm.fit(Z, y)
-    coef = torch.from_numpy(svm.coef_).double()            # (C or 1, K) on standardized features
-    icpt = torch.from_numpy(np.atleast_1d(svm.intercept_)).double()
+    weight, bias = probe_weights(svm.coef_, svm.intercept_, mean, scale)
+    return Probe(weight.float(), bias.float(), svm.classes_, svm, mean.float(), scale.float())
+
+
+def probe_weights(coef, intercept=None, mean=None, scale=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """A scikit-learn linear classifier's ``coef_`` / ``intercept_`` as CAM weights ``(C, K)`` and bias
+    ``(C,)`` on the *raw* pooled features (float64), one row per class.
+
+    * Two classes: scikit-learn keeps one row ``w`` (``(1, K)``), the score of class 1; class 0's row
+      is ``-w`` (bias ``-b``), so the rows become ``(-w, w)``.
+    * Trained on standardized features ``(F - mean) / scale``: ``w . (F - mean) / scale + b =
+      (w / scale) . F + (b - sum_k w_k mean_k / scale_k)``, so the weights are ``w / scale`` and the
+      mean goes into the bias (a constant: it moves no map location against another).
+
+    ``intercept=None`` means zeros; ``mean``/``scale`` ``None``: not standardized. Used by
+    :func:`fit_probe` and lesson 05's exercises.
+    """
+    coef = torch.as_tensor(np.asarray(coef), dtype=torch.float64)
+    if coef.ndim == 1:
+        coef = coef[None]
+    if coef.ndim != 2:
+        raise ValueError(f"coef must be (C, K) or (1, K) as scikit-learn gives it; got shape {tuple(coef.shape)}")
+    k = coef.shape[1]
+    icpt = (torch.zeros(coef.shape[0], dtype=torch.float64) if intercept is None
+            else torch.as_tensor(np.atleast_1d(np.asarray(intercept)), dtype=torch.float64))
+    mean = torch.zeros(k, dtype=torch.float64) if mean is None else torch.as_tensor(np.asarray(mean), dtype=torch.float64)
+    scale = torch.ones(k, dtype=torch.float64) if scale is None else torch.as_tensor(np.asarray(scale), dtype=torch.float64)
+    if icpt.shape != (coef.shape[0],) or mean.shape != (k,) or scale.shape != (k,):
+        raise ValueError(f"for coef of shape {tuple(coef.shape)} expected intercept ({coef.shape[0]},), mean ({k},) "
+                         f"and scale ({k},); got {tuple(icpt.shape)}, {tuple(mean.shape)}, {tuple(scale.shape)}")
+    if not bool((scale > 0).all()):
+        raise ValueError("scale must be positive (a standard deviation)")
     if coef.shape[0] == 1:                                  # binary: one vector scores class 1
         coef, icpt = torch.cat([-coef, coef]), torch.cat([-icpt, icpt])
     weight = coef / scale                                    # fold the standardization back
     bias = icpt - (coef * (mean / scale)).sum(1)
-    return Probe(weight.float(), bias.float(), svm.classes_, svm, mean.float(), scale.float())
+    return weight, bias
 
 
 def probe_cams(maps: torch.Tensor, probe: Probe, classes=None) -> torch.Tensor:
@@ -241,7 +255,6 @@ class FCNet(nn.Module):
         return CAMOutput(self.classifier(self.dropout(self.hidden_features(x))), self.backbone(x))
 
 
-@torch.no_grad()
 def extract_fc(model: FCNet, data, *, batch_size: int = 128, device=None) -> dict[str, torch.Tensor]:
     """:func:`extract` for an :class:`FCNet`: ``{"features" (N, hidden), "labels" (N,)}`` on the CPU,
     the hidden layer's activations (the "fc7" of Table 5). Lesson 05."""
@@ -249,12 +262,10 @@ def extract_fc(model: FCNet, data, *, batch_size: int = 128, device=None) -> dic
         raise ValueError(f"model must be a camlib FCNet; got {type(model).__name__}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive; got {batch_size}")
-    device = torch.device(device) if device is not None else next(model.parameters()).device
-    was_training = model.training
-    model.eval()
+    device = model_device(model, device)
     feats, labels = [], []
-    for b in _batches(data, batch_size, device, None):
-        feats.append(model.hidden_features(b["image"]).float().cpu())
-        labels.append(b["label"].cpu())
-    model.train(was_training)
+    with evaluating(model):
+        for b in batches(data, batch_size, device):
+            feats.append(model.hidden_features(b["image"]).float().cpu())
+            labels.append(b["label"].cpu())
     return {"features": torch.cat(feats), "labels": torch.cat(labels)}

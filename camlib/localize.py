@@ -102,7 +102,7 @@ def threshold_maps(maps, threshold: float = 0.2, relative: bool = True) -> torch
     ``map >= threshold``; bool ``(B, H, W)`` (or ``(H, W)`` for one map).
 
     A map whose maximum is ``<= 0`` has no positive evidence; with ``relative=True`` its region is
-    empty (then :func:`boxes_from_maps` falls back to the whole image). Paper section 3; lesson 01.
+    empty (then :func:`boxes_from_maps` gives the empty box). Paper section 3; lesson 01.
     """
     m, single = as_maps(maps)
     region = _region(m, threshold, relative)
@@ -132,9 +132,12 @@ def boxes_from_maps(maps, threshold: float = 0.2, relative: bool = True, backend
 
     Returns float ``(B, 4)`` (or ``(4,)`` for one ``(H, W)`` map) in pixel-edge coordinates.
     When the rule keeps no pixel -- a map whose maximum is ``<= 0`` with ``relative=True``, or no
-    pixel reaching an absolute threshold -- the box is the whole image ``(0, 0, W, H)``, the
-    uninformative guess; a constant positive map keeps every pixel and gets the whole image too.
-    Never NaN. ``backend``: ``"numpy"`` labels each map with ``scipy.ndimage`` on the CPU
+    pixel reaching an absolute threshold -- there is no box: the result is the empty box
+    ``(0, 0, 0, 0)``, whose IoU with any box is 0, so the image counts as not localized. This is
+    Choe et al. 2020's convention (their code returns ``[0, 0, 0, 0]`` when no contour is found;
+    the paper's official box tool outputs no box); the whole image would instead give credit to
+    a map with no evidence wherever the object fills half the image. A constant positive map keeps
+    every pixel and gets the whole image ``(0, 0, W, H)``. Never NaN. ``backend``: ``"numpy"`` labels each map with ``scipy.ndimage`` on the CPU
     (:func:`components_per_threshold`), ``"torch"`` runs batched on the maps' device
     (:func:`components_at_thresholds`), ``"auto"`` picks by device. Paper section 3; lesson 01.
     """
@@ -145,23 +148,18 @@ def boxes_from_maps(maps, threshold: float = 0.2, relative: bool = True, backend
 
 def largest_component_boxes(masks, backend: str = "auto") -> torch.Tensor:
     """The box of the largest 8-connected component of each bool mask, ``(B, 4)`` float; an empty
-    mask gets the whole image (as in :func:`boxes_from_maps`). Lesson 01."""
+    mask gets the empty box ``(0, 0, 0, 0)`` (as in :func:`boxes_from_maps`). Lesson 01."""
     return _largest_boxes(_as_masks(masks), backend)
 
 
 def _largest_boxes(masks: torch.Tensor, backend: str) -> torch.Tensor:
-    """Largest component's box per bool mask (ties: box order), the whole image where empty."""
+    """Largest component's box per bool mask (ties: box order), ``(0, 0, 0, 0)`` where empty."""
     if _pick_backend(backend, masks.device) == "torch":
         comps = components_at_thresholds(masks.float(), [0.5], backend="torch")
     else:
         comps = components_per_threshold(masks.float(), [0.5])
-    boxes, found = largest_per_threshold(comps)
-    return _or_whole_image(boxes[0], found[0], comps.height, comps.width)
-
-
-def _or_whole_image(boxes: torch.Tensor, found: torch.Tensor, H: int, W: int) -> torch.Tensor:
-    """``boxes (..., 4)`` where ``found``, the uninformative whole-image box elsewhere."""
-    return torch.where(found[..., None], boxes, boxes.new_tensor([0.0, 0.0, W, H]))
+    boxes, _ = largest_per_threshold(comps)  # all zeros where no pixel is kept
+    return boxes[0]
 
 
 def _pick_backend(backend: str, device: torch.device) -> str:
@@ -350,7 +348,9 @@ def heuristic_boxes(maps, thresholds=OFFICIAL_HEURISTIC_THRESHOLDS) -> torch.Ten
     scaled to 0..255, and for each threshold ``v`` the box of the largest 8-connected component of
     ``{scaled >= v}`` is taken -- ``v = 20`` gives a loose box around the whole response, 100 and
     110 tight boxes around its core. The official C++ tool also applies a distance transform,
-    which we do not reproduce. A constant map gets the whole image at every threshold.
+    which we do not reproduce. Where a threshold keeps no pixel (a constant map, scaled to all
+    zeros, at any threshold above 0) the box is ``(0, 0, 0, 0)``, as in :func:`boxes_from_maps`:
+    the official tool gives no box there, and this one cannot match an object either.
     Paper section 3 (Table 3, "heuristics"); lesson 03.
     """
     m, single = as_maps(maps)
@@ -358,10 +358,10 @@ def heuristic_boxes(maps, thresholds=OFFICIAL_HEURISTIC_THRESHOLDS) -> torch.Ten
     if vals.ndim != 1 or vals.numel() < 1 or not bool(((vals >= 0) & (vals <= 255)).all()):
         raise ValueError(f"thresholds must be a non-empty list of values in [0, 255], got {thresholds!r}")
     scaled = minmax_normalize(m) * 255.0
-    B, H, W = m.shape
+    B = m.shape[0]
     comps = components_at_thresholds(scaled, vals.to(m.device)[None].expand(B, -1))
-    boxes, found = largest_per_threshold(comps)  # (K, B, 4)
-    boxes = _or_whole_image(boxes, found, H, W).transpose(0, 1)
+    boxes, _ = largest_per_threshold(comps)  # (K, B, 4), all zeros where no pixel is kept
+    boxes = boxes.transpose(0, 1)
     return boxes[0] if single else boxes
 
 

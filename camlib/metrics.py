@@ -6,7 +6,9 @@ Conventions: boxes are ``(x1, y1, x2, y2)`` pixel-edge floats (CONTRIBUTING.md);
 tensor (one box per image), a ``(B, N, 4)`` tensor, or a list of ``(N_i, 4)`` tensors (several
 boxes per image; ``N_i = 0`` means no box, which no prediction can match). A prediction is
 correct when its IoU with *any* ground-truth box of its image is ``>= iou_threshold``
-(so an IoU of exactly 0.5 counts as correct).
+(so an IoU of exactly 0.5 counts as correct). The empty box ``(0, 0, 0, 0)``, which
+:func:`camlib.localize.boxes_from_maps` gives when its rule keeps no pixel, has IoU 0 with every
+box: such an image is never counted as localized (Choe et al. 2020's convention).
 
 Introduced in lesson 01 (box accuracy, IoU, mask coverage) and lesson 03 (everything else).
 """
@@ -20,6 +22,7 @@ import torch
 from torchvision.ops import box_iou
 
 from . import localize
+from .boxes import as_boxes
 
 __all__ = [
     "topk_classes",
@@ -63,19 +66,8 @@ def _gt_list(gt_boxes, n: int, name: str = "gt_boxes") -> list[torch.Tensor]:
             g = g[None]
         if g.ndim != 2 or g.shape[-1] != 4:
             raise ValueError(f"{name}[{i}] must be (N, 4), got {tuple(g.shape)}")
-        out.append(_ordered(g.detach().to("cpu", torch.float64), f"{name}[{i}]"))
+        out.append(as_boxes(g, f"{name}[{i}]"))
     return out
-
-
-def _ordered(b: torch.Tensor, name: str) -> torch.Tensor:
-    """Boxes must be finite with ``x1 <= x2`` and ``y1 <= y2`` (a reversed box gives IoU NaN)."""
-    if b.numel() and not torch.isfinite(b).all():
-        raise ValueError(f"{name} must be finite; got {b[~torch.isfinite(b).all(-1)].tolist()[:3]}")
-    bad = (b[..., 2] < b[..., 0]) | (b[..., 3] < b[..., 1])
-    if bool(bad.any()):
-        raise ValueError(f"{name}: boxes must be (x1, y1, x2, y2) with x1 <= x2 and y1 <= y2; got "
-                         f"{b[bad].tolist()[:3]}")
-    return b
 
 
 def _nonempty(n: int, what: str) -> None:
@@ -84,10 +76,9 @@ def _nonempty(n: int, what: str) -> None:
 
 
 def _boxes(boxes, name: str, ndim: int = 2) -> torch.Tensor:
-    if not isinstance(boxes, torch.Tensor) or boxes.ndim != ndim or boxes.shape[-1] != 4:
-        want = "(B, 4)" if ndim == 2 else "(B, P, 4)"
-        raise ValueError(f"{name} must be a {want} tensor, got {getattr(boxes, 'shape', type(boxes))}")
-    return _ordered(boxes.detach().to("cpu", torch.float64), name)
+    if not isinstance(boxes, torch.Tensor):
+        raise ValueError(f"{name} must be a tensor of (x1, y1, x2, y2) boxes, got {type(boxes).__name__}")
+    return as_boxes(boxes, name, ndim=ndim)
 
 
 def _labels(labels, n: int, num_classes: int | None = None) -> torch.Tensor:

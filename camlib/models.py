@@ -31,6 +31,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .data.download import DownloadError
+from .data.memory import IMAGENET_MEAN, IMAGENET_STD, normalize
 
 Pool = Literal["gap", "gmp"]
 
@@ -128,6 +129,28 @@ def small_cnn(num_classes: int = 8, pool: Pool = "gap", widths=(16, 32, 48, 64, 
     return CAMNet(nn.Sequential(*layers), cin, num_classes, pool, name=f"small-cnn-{pool}")
 
 
+class SmallCNNFC(nn.Module):
+    """The network *before* the paper's surgery: :func:`small_cnn`'s backbone with its last stride
+    (8x8 maps at 64 px), then fully connected layers (flatten -> ``hidden`` -> ReLU -> classes), like
+    AlexNet's or VGG's heads. It classifies but has no class activation map; ``model(x)`` still returns
+    ``CAMOutput(logits, features)``. Lesson 03 (what the surgery costs, Table 1)."""
+
+    def __init__(self, num_classes: int = 8, hidden: int = 256, image_size: int = 64):
+        super().__init__()
+        strides = (1, 2, 1, 2, 2)
+        if image_size % 8:
+            raise ValueError(f"image_size must be a multiple of 8 (three stride-2 stages); got {image_size}")
+        self.backbone = small_cnn(num_classes, strides=strides).backbone
+        side = image_size // 8
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(64 * side * side, hidden), nn.ReLU(inplace=True),
+                                  nn.Linear(hidden, num_classes))
+        self.name = "small-cnn-fc"
+
+    def forward(self, x: torch.Tensor) -> CAMOutput:
+        f = self.backbone(x)
+        return CAMOutput(self.head(f), f)
+
+
 # ------------------------------------------------------------------ the paper's surgery (section 3)
 
 def _cam_conv(cin: int) -> nn.Sequential:
@@ -135,7 +158,7 @@ def _cam_conv(cin: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, 1024, 3, 1, 1), nn.ReLU(inplace=True))
 
 
-_IMNET = dict(input_mean=(0.485, 0.456, 0.406), input_std=(0.229, 0.224, 0.225))
+_IMNET = dict(input_mean=IMAGENET_MEAN, input_std=IMAGENET_STD)
 
 
 def alexnet_gap(num_classes: int = 1000, weights=None, pool: Pool = "gap", **kwargs) -> CAMNet:
@@ -358,9 +381,6 @@ def preprocess_imagenet(images, size: int = 224) -> torch.Tensor:
         a = np.asarray(a)
         if a.ndim != 3 or a.shape[2] != 3 or a.dtype != np.uint8:
             raise ValueError(f"expected an RGB uint8 image of shape (H, W, 3); got {a.dtype} {a.shape}")
-        t = torch.tensor(a).permute(2, 0, 1).float().unsqueeze(0) / 255.0   # a copy: package photos are read-only
+        t = torch.tensor(a).permute(2, 0, 1).float().unsqueeze(0)   # a copy: package photos are read-only
         out.append(F.interpolate(t, size=(size, size), mode="bilinear", antialias=True, align_corners=False))
-    x = torch.cat(out)
-    mean = torch.tensor(_IMNET["input_mean"]).view(1, 3, 1, 1)
-    std = torch.tensor(_IMNET["input_std"]).view(1, 3, 1, 1)
-    return (x - mean) / std
+    return normalize(torch.cat(out), IMAGENET_MEAN, IMAGENET_STD)

@@ -1,6 +1,6 @@
 """Named training recipes: the paper's setups (and the lessons' synthetic ones) in one command.
 
-``python -m camlib.train --recipe NAME --profile smoke|cpu|gpu`` (or under ``torchrun
+``python -m camlib.recipes --recipe NAME --profile smoke|cpu|gpu`` (or under ``torchrun
 --nproc_per_node=N``) builds the recipe's data (cached, :mod:`camlib.data.cache`), its model, its
 GPU-side augmentation, trains with :func:`camlib.train.fit` (checkpointed: ``--resume`` continues
 after a disconnect) and evaluates classification and localization, printing one JSON report.
@@ -168,20 +168,19 @@ for _pool in ("gap", "gmp"):
         dataset="synthetic", model="small_cnn", model_kwargs={"num_classes": 8, "pool": _pool},
         train=dict(batch_size=128, lr=2e-3, optimizer="adam", schedule="onecycle", checkpoint_every=20),
         epochs=None, steps=None, image_size=64,
-        # smoke: plumbing only (seconds); cpu: the FINDINGS.md probe (64 steps of 128); gpu: its longer run
-        profiles={"smoke": dict(n_train=256, n_val=128, steps=6, batch_size=32),
-                  "cpu": dict(n_train=8000, n_val=1000, steps=64, batch_size=128),
-                  "gpu": dict(n_train=20000, n_val=2000, steps=240, batch_size=128)},
+        # lesson 01's own sizes (camlib.config, lesson "01"), so the recipe is the lesson's main run
+        profiles={p: {k: _config.lesson_settings("01", p)[k] for k in ("n_train", "n_val", "steps", "batch_size")}
+                  for p in _config.PROFILES},
         expected=(Expected("gt_known_box_acc_paper_rule", 0.94 if _pool == "gap" else 0.18,
                            "../shared/FINDINGS.md (64 steps, 3 seeds: GAP 0.94-0.96, GMP 0.02-0.18)", True,
-                           "cpu profile; GAP > GMP is the claim; after 240 steps GAP falls to ~0.7. The current "
-                           "generator gave GAP 0.92, GMP 0.58 here (cpu profile, seed 0, 2026-11-26)", "fraction"),
+                           "cpu profile; GAP > GMP is the claim at lesson 01's length (80 steps); with longer "
+                           "training the order reverses (lesson 01's curve)", "fraction"),
                   Expected("acc", 0.95, "../shared/FINDINGS.md (both heads 0.95-0.98 at 64 steps)", True,
                            "cpu profile", "fraction")),
         time=Timing(_SYNTH_SECONDS[_pool], "measured", CPU_MACHINE,
-                    "python -m camlib.train --recipe synthetic-%s --profile cpu: wall time of data, fit (64 steps "
-                    "of 128) and evaluation on 1,000 images, 2026-11-26, load average 5-10 from other jobs "
-                    "(unloaded, FINDINGS.md's ~530 images/s suggests ~20 s for fit)" % _pool),
+                    "python -m camlib.recipes --recipe synthetic-%s --profile cpu: wall time of data, fit (64 steps "
+                    "of 128, the recipe's length then) and evaluation on 1,000 images, 2026-11-26, load average "
+                    "5-10 from other jobs (unloaded, FINDINGS.md's ~530 images/s suggests ~20 s for fit)" % _pool),
         sources=("../shared/FINDINGS.md: Adam + one-cycle, peak lr 2e-3, batch 128",),
     ))
 
@@ -289,8 +288,8 @@ class _ImageFolderDicts(torch.utils.data.Dataset):
 
 
 def _ilsvrc_train_root() -> Path:
-    from .data.common import DatasetNotFoundError, data_root
-    base = data_root() / "ILSVRC2012"
+    from .data.common import DatasetNotFoundError
+    base = _config.data_dir() / "ILSVRC2012"
     for cand in (base / "ILSVRC/Data/CLS-LOC/train", base / "train", base / "ILSVRC2012_img_train"):
         if cand.is_dir():
             return cand
@@ -323,20 +322,57 @@ def build_data(recipe: Recipe, settings: dict[str, Any], *, progress: bool = Tru
 
 # ------------------------------------------------------------------------------------ evaluation
 
+class _LocalizationTally:
+    """The localization numbers of a whole set, summed batch by batch (each is a mean over images, so
+    the batches' sums give exactly the whole set's value): every number comes from :mod:`camlib.metrics`
+    -- :func:`~camlib.metrics.localization_correct` (the paper's top-k rule),
+    :func:`~camlib.metrics.box_accuracy` (GT-known, the paper's 20% box) and the MaxBoxAccV2 curve.
+    The one implementation behind :func:`evaluate_localization` and :func:`evaluate_stream`. Lesson 03."""
+
+    def __init__(self):
+        self.images, self.top1, self.topk, self.known, self.loc1, self.lock, self.curve = 0, 0, 0, 0.0, 0, 0, None
+
+    def add(self, classes, topk_maps, true_maps, labels, gt_boxes) -> None:
+        """One batch: ``classes (b, k)`` the k best classes, best first; ``topk_maps (b, k, H, W)`` their
+        maps; ``true_maps (b, H, W)`` the true class's maps; ``labels (b,)``; ``gt_boxes`` as
+        :mod:`camlib.metrics` takes them. Maps at the image size."""
+        from . import localize, metrics
+        classes, labels = classes.cpu(), labels.cpu()
+        b, k = classes.shape
+        boxes = localize.boxes_from_maps(topk_maps.flatten(0, 1).float().cpu()).view(b, k, 4)
+        true_maps = true_maps.float().cpu()
+        hit = classes == labels[:, None]
+        self.top1 += int(hit[:, 0].sum())
+        self.topk += int(hit.any(1).sum())
+        self.loc1 += int(metrics.localization_correct(classes, boxes, labels, gt_boxes, k=1).sum())
+        self.lock += int(metrics.localization_correct(classes, boxes, labels, gt_boxes, k=k).sum())
+        self.known += b * metrics.box_accuracy(localize.boxes_from_maps(true_maps), gt_boxes)
+        part = metrics.max_box_acc_v2(true_maps, gt_boxes).curve * b
+        self.curve = part if self.curve is None else self.curve + part
+        self.images += b
+
+    def result(self) -> dict[str, float]:
+        if self.images == 0:
+            raise ValueError("the dataset is empty: nothing to evaluate")
+        n = self.images
+        return {"images": n, "acc": self.top1 / n, "topk": self.topk / n, "gt_known": self.known / n,
+                "top1_loc_error": 1 - self.loc1 / n, "topk_loc_error": 1 - self.lock / n,
+                "MaxBoxAccV2": float((self.curve / n).max(0).mean())}
+
+
 def evaluate_localization(model, data, *, device, batch_size: int = 128, chunk: int = 256) -> dict[str, float]:
-    """Classification and localization of ``model`` on ``data`` (maps upsampled to the image size).
+    """Classification and localization of ``model`` on in-memory ``data`` (maps upsampled to the image size).
 
     Fractions: ``acc``/``top5`` and their errors; ``gt_known_box_acc_paper_rule``: the true class's
     map, the paper's box rule (>= 20% of the max, largest component), IoU >= 0.5;
     ``top1_loc_error``/``top5_loc_error``: the paper's localization errors (section 3: one of the
     top-k classes is right *and* its map's box has IoU >= 0.5); ``MaxBoxAccV2``: Choe et al.'s,
-    on the true class's map. Two forward passes per chunk (true-class maps, top-k maps). Lesson 03.
+    on the true class's map. Two forward passes per chunk (true-class maps, top-k maps); the numbers
+    come from :class:`_LocalizationTally`, as in :func:`evaluate_stream`. Lesson 03.
     """
-    from . import localize, metrics
     n = len(data)
     size = tuple(data.image_size)
-    sums = dict.fromkeys(("acc", "top5", "known", "loc1", "loc5"), 0.0)
-    curve = None
+    tally = _LocalizationTally()
     for lo in range(0, n, chunk):
         idx = torch.arange(lo, min(lo + chunk, n))
         p = _train.predict(model, data, batch_size=batch_size, device=device, maps="label", size=size, indices=idx)
@@ -344,23 +380,12 @@ def evaluate_localization(model, data, *, device, batch_size: int = 128, chunk: 
         q = _train.predict(model, data, batch_size=batch_size, device=device, maps="pred", topk=k, size=size,
                            indices=idx)
         gts = [data.boxes_of(int(i)) for i in idx] if getattr(data, "boxes", None) is None else data.boxes[idx]
-        labels, top = p["labels"], q["classes"]
-        hit = top == labels[:, None]                                   # (b, k)
-        sums["acc"] += float(hit[:, 0].sum())
-        sums["top5"] += float(hit.any(1).sum())
-        sums["known"] += float(metrics.best_iou(localize.boxes_from_maps(p["maps"]), gts).ge(0.5).sum())
         qm = q["maps"] if q["maps"].ndim == 4 else q["maps"][:, None]
-        b = len(idx)
-        boxes = localize.boxes_from_maps(qm.flatten(0, 1)).view(b, qm.shape[1], 4)
-        good = torch.stack([metrics.best_iou(boxes[:, j], gts) for j in range(qm.shape[1])], 1).ge(0.5) & hit
-        sums["loc1"] += float(good[:, 0].sum())
-        sums["loc5"] += float(good.any(1).sum())
-        r = metrics.max_box_acc_v2(p["maps"], gts)
-        curve = r.curve * b if curve is None else curve + r.curve * b
-    return {"acc": sums["acc"] / n, "top5": sums["top5"] / n, "top1_cls_error": 1 - sums["acc"] / n,
-            "top5_cls_error": 1 - sums["top5"] / n, "gt_known_box_acc_paper_rule": sums["known"] / n,
-            "top1_loc_error": 1 - sums["loc1"] / n, "top5_loc_error": 1 - sums["loc5"] / n,
-            "MaxBoxAccV2": float((curve / n).max(0).mean())}
+        tally.add(q["classes"].reshape(len(idx), -1), qm, p["maps"], p["labels"], gts)
+    r = tally.result()
+    return {"acc": r["acc"], "top5": r["topk"], "top1_cls_error": 1 - r["acc"], "top5_cls_error": 1 - r["topk"],
+            "gt_known_box_acc_paper_rule": r["gt_known"], "top1_loc_error": r["top1_loc_error"],
+            "top5_loc_error": r["topk_loc_error"], "MaxBoxAccV2": r["MaxBoxAccV2"]}
 
 
 @torch.no_grad()
@@ -368,11 +393,11 @@ def evaluate_stream(model, dataset, *, device, batch_size: int = 64, limit: int 
                     num_workers: int = 2, topk: int = 5) -> dict[str, Any]:
     """Top-1/top-k localization error and GT-known MaxBoxAccV2 of ``model`` on a file-backed
     dataset (ILSVRC val, CUB: samples of one size), *streamed*: each batch's maps go through the
-    metrics and are dropped, so memory is one batch whatever the dataset's size (all 50,000 ILSVRC
-    maps at 224 px would be ~10 GB of float32). Both numbers are means over images, so the batches'
-    sums give exactly the whole set's value. ``limit``: the first ``limit`` images only. Lesson 03.
+    metrics (:class:`_LocalizationTally`, as in :func:`evaluate_localization`) and are dropped, so
+    memory is one batch whatever the dataset's size (all 50,000 ILSVRC maps at 224 px would be
+    ~10 GB of float32). ``limit``: the first ``limit`` images only. Lesson 03.
     """
-    from . import cam, localize, metrics
+    from . import cam
     from .data.common import collate_samples
     if limit is not None and (isinstance(limit, bool) or int(limit) < 1):
         raise ValueError(f"limit must be a positive number of images or None; got {limit!r}")
@@ -383,25 +408,18 @@ def evaluate_stream(model, dataset, *, device, batch_size: int = 64, limit: int 
     device = torch.device(device)
     dtype = _train.amp_dtype(device)
     model = model.eval().to(device)
-    n, err1, errk, curve = 0, 0.0, 0.0, None
+    tally = _LocalizationTally()
     for b in loader:
         x, labels = b["image"].to(device), b["label"]
         size = tuple(x.shape[-2:])
         with torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
             logits, mk, ck = cam.cams(model, x, topk=min(topk, model.num_classes), size=size)
             _, mg, _ = cam.cams(model, x, labels.to(device), size=size)
-        k, m = ck.shape[1], len(labels)
-        boxes = localize.boxes_from_maps(mk.flatten(0, 1).float().cpu()).view(m, k, 4)
-        err1 += metrics.localization_error(ck.cpu(), boxes, labels, b["boxes"], k=1) * m
-        errk += metrics.localization_error(ck.cpu(), boxes, labels, b["boxes"], k=k) * m
-        part = metrics.max_box_acc_v2(mg[:, 0].float().cpu(), b["boxes"]).curve * m
-        curve = part if curve is None else curve + part
-        n += m
-        del logits, mk, mg, boxes
-    if n == 0:
-        raise ValueError("the dataset is empty: nothing to evaluate")
-    return {"images": n, "top-1 loc err": err1 / n, f"top-{topk} loc err": errk / n,
-            "MaxBoxAccV2": float((curve / n).max(0).mean())}
+        tally.add(ck, mk, mg[:, 0], labels, b["boxes"])
+        del logits, mk, mg
+    r = tally.result()
+    return {"images": r["images"], "top-1 loc err": r["top1_loc_error"], f"top-{topk} loc err": r["topk_loc_error"],
+            "MaxBoxAccV2": r["MaxBoxAccV2"]}
 
 
 def compare(expected: tuple[Expected, ...], ours: dict[str, float]) -> list[dict[str, Any]]:
@@ -416,6 +434,26 @@ def compare(expected: tuple[Expected, ...], ours: dict[str, float]) -> list[dict
 
 
 # ------------------------------------------------------------------------------------ running
+
+def fit_schedule(train: dict[str, Any], n_images: int, epochs: float | None) -> tuple[int | None, dict[str, Any]]:
+    """A recipe's training length in epochs as :func:`camlib.train.fit` counts it, in steps.
+
+    ``train``: the recipe's ``train`` settings (with the ``batch_size`` used); ``n_images``: the
+    training set's size. An epoch is ``train.steps_per_epoch(n_images, batch_size)`` steps (whole
+    batches, as ``fit`` draws them). Returns ``(steps, fit_kwargs)``: ``steps`` is ``epochs`` in steps
+    (``None`` when ``epochs`` is), and ``fit_kwargs`` the settings with ``decay_every_epochs`` turned
+    into ``decay_every`` steps (for the ``"step"`` schedule; dropped otherwise). Used by :func:`run`
+    and lesson 04's CUB cell."""
+    cfg = dict(train)
+    if "batch_size" not in cfg:
+        raise ValueError(f"train must give the batch_size; got keys {sorted(cfg)}")
+    per_epoch = _train.steps_per_epoch(int(n_images), int(cfg["batch_size"]))
+    every = cfg.pop("decay_every_epochs", None)
+    if every is not None and cfg.get("schedule") == "step":
+        cfg["decay_every"] = max(1, int(round(every * per_epoch)))
+    steps = None if epochs is None else max(1, int(round(epochs * per_epoch)))
+    return steps, cfg
+
 
 def run(name: str, profile: str = "smoke", *, device=None, steps: int | None = None, batch_size: int | None = None,
         checkpoint: str | os.PathLike | None = None, resume: bool = False, progress: bool = True,
@@ -444,17 +482,11 @@ def run(name: str, profile: str = "smoke", *, device=None, steps: int | None = N
         kw["weights"] = w
     torch.manual_seed(seed)
     model = _models.build(recipe.model, **kw)
-    cfg = dict(recipe.train)
-    cfg["batch_size"] = s["batch_size"]
-    per_epoch = _train.steps_per_epoch(len(tr), cfg["batch_size"])
-    total = s["steps"] if s["steps"] is not None else max(1, int(round(recipe.epochs * per_epoch)))
-    every = cfg.pop("decay_every_epochs", None)
-    if every is not None and cfg.get("schedule") == "step":
-        cfg["decay_every"] = max(1, every * per_epoch)
+    steps_in_epochs, cfg = fit_schedule(dict(recipe.train, batch_size=s["batch_size"]), len(tr), recipe.epochs)
+    total = s["steps"] if s["steps"] is not None else steps_in_epochs
     aug = GPUAugment.like(tr, s["image_size"], seed=seed, **recipe.augment) if recipe.augment else None
     if checkpoint is None:
-        from .data.common import data_root
-        checkpoint = data_root() / "checkpoints" / f"{name}-{profile}{'-tiny' if _config.is_tiny() else ''}.pt"
+        checkpoint = _config.data_dir() / "checkpoints" / f"{name}-{profile}{'-tiny' if _config.is_tiny() else ''}.pt"
     t1 = time.perf_counter()
     hist = _train.fit(model, tr, None, steps=total, device=dev, checkpoint=checkpoint, resume=resume,
                       progress=progress, augment=aug, compile=compile, seed=seed, **cfg)
@@ -497,8 +529,8 @@ def describe(recipe: Recipe) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """The command line of ``python -m camlib.train`` (see the module docstring)."""
-    ap = argparse.ArgumentParser(prog="python -m camlib.train", description="Train a named camlib recipe.")
+    """The command line of ``python -m camlib.recipes`` (see the module docstring)."""
+    ap = argparse.ArgumentParser(prog="python -m camlib.recipes", description="Train a named camlib recipe.")
     ap.add_argument("--recipe", help=f"one of: {', '.join(sorted(RECIPES))}")
     ap.add_argument("--list", action="store_true", help="describe every recipe and exit")
     ap.add_argument("--profile", default=None, choices=_config.PROFILES, help="default: $CAMLIB_PROFILE, else gpu/cpu")
@@ -534,14 +566,14 @@ def main(argv: list[str] | None = None) -> int:
                 Path(a.json).parent.mkdir(parents=True, exist_ok=True)
                 Path(a.json).write_text(text)
     except (DatasetNotFoundError, DownloadError, ChecksumError) as e:
-        print(f"python -m camlib.train: {e}", file=sys.stderr)
+        print(f"python -m camlib.recipes: {e}", file=sys.stderr)
         return 2
     finally:
         _dist.cleanup()
     return 0
 
 
-__all__ = ["Recipe", "Expected", "Timing", "RECIPES", "H100_IMAGES_PER_S", "TINY", "get", "run",
+__all__ = ["Recipe", "Expected", "Timing", "RECIPES", "H100_IMAGES_PER_S", "TINY", "get", "run", "fit_schedule",
            "build_data", "evaluate_localization", "evaluate_stream", "compare", "describe", "main"]
 
 

@@ -1,4 +1,8 @@
-"""One training loop for CPU and GPU: fit, evaluate, predict, checkpoints that survive a disconnect.
+"""One training loop for CPU and GPU: ``fit``, with checkpoints that survive a disconnect.
+
+Scoring a dataset (``evaluate``, ``predict``) lives in :mod:`camlib.inference`, checkpoint files in
+:mod:`camlib.checkpoint` and the order of the batches in :mod:`camlib.batches`; ``train.evaluate`` and
+``train.predict`` are the same functions, kept here because the lessons call them beside ``fit``.
 
 ``fit`` trains a :class:`~camlib.models.CAMNet` for a number of *steps* with image-level labels
 only (the paper's weak supervision: boxes and masks are never shown to the loss). It
@@ -19,7 +23,7 @@ to the device as uint8 and augmented there (``augment=``, e.g.
 ``torch.compile``. Under ``torchrun`` the same call trains with DistributedDataParallel
 (:mod:`camlib.distributed`): each rank takes its slice of the same global batch, only rank 0
 writes checkpoints and draws the progress bar, and evaluation gathers every rank's share.
-``python -m camlib.train --recipe NAME`` runs a named recipe (:mod:`camlib.recipes`).
+``python -m camlib.recipes --recipe NAME`` runs a named recipe (:mod:`camlib.recipes`), which calls this.
 
 Introduced in lesson 01.
 """
@@ -28,9 +32,7 @@ from __future__ import annotations
 
 
 import os
-import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -44,7 +46,8 @@ from .checkpoint import (CheckpointError, check_checkpoint_path, data_identity, 
                          previous_checkpoint, resume_differences, rng_state, save_checkpoint, set_rng_state)
 from .data.memory import has_uint8_images
 # scoring a dataset lives in camlib.inference; these names stay reachable from here for the lessons
-from .inference import amp_dtype, evaluate, get_batch, grad_scaler, model_state, native_bf16, predict  # noqa: F401
+from .batches import TrainBatches, epoch_order, steps_per_epoch  # noqa: F401
+from .inference import amp_dtype, evaluate, grad_scaler, model_state, native_bf16, predict  # noqa: F401
 
 
 @dataclass
@@ -114,55 +117,7 @@ class History:
         return [r[key] for r in self.rows if key in r]
 
 
-# ----------------------------------------------------------------------------------- data access
-
-def _gather(data, idx: torch.Tensor, pin: bool) -> dict[str, torch.Tensor]:
-    """Step 1 of a training batch (any thread): the uint8 images and labels, pinned for a fast copy."""
-    if has_uint8_images(data):
-        i = idx.to(data.images.device)
-        out = {"image": data.images[i], "label": data.labels.to(i.device)[i]}
-    else:
-        out = get_batch(data, idx, torch.device("cpu"))
-    if pin:
-        out = {k: v.pin_memory() if v.device.type == "cpu" else v for k, v in out.items()}
-    return out
-
-
-def _finish(data, batch: dict[str, torch.Tensor], device: torch.device, augment, part,
-            norm: tuple[torch.Tensor, torch.Tensor] | None) -> dict[str, torch.Tensor]:
-    """Step 2 (the training thread): to the device as uint8, then augment or just normalize there.
-
-    ``norm``: the dataset's mean and std already on ``device`` (the same arithmetic as
-    ``InMemoryDataset.normalize``, without copying them to the device at every step)."""
-    batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-    if not has_uint8_images(data):
-        return batch
-    if augment is not None:
-        return augment(batch, part=part) if part is not None else augment(batch)
-    mean, std = norm
-    batch["image"] = (batch["image"].float() / 255.0 - mean) / std
-    return batch
-
-
-def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
-    """The training order of one epoch: a permutation fixed by ``(seed, epoch)`` alone."""
-    g = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(epoch))
-    return torch.randperm(n, generator=g)
-
-
-def _batch_indices(n: int, batch_size: int, seed: int, step: int) -> torch.Tensor:
-    """Indices of training step ``step``: epochs of whole batches (the remainder is dropped)."""
-    per_epoch = max(1, n // batch_size)
-    epoch, k = divmod(step, per_epoch)
-    order = epoch_order(n, seed, epoch)
-    return order[k * batch_size:(k + 1) * batch_size]
-
-
-def steps_per_epoch(n: int, batch_size: int) -> int:
-    return max(1, n // batch_size)
-
-
-# ------------------------------------------------------------------------------- precision, state
+# ------------------------------------------------------------------------------------ optimizer
 
 def _param_groups(model, cfg: TrainConfig) -> list[dict[str, Any]]:
     """One group at ``lr``; with ``head_params``, the fresh layers get ``lr * head_lr_mult``."""
@@ -235,7 +190,7 @@ def fit(model: torch.nn.Module, train, val=None, *, steps: int, batch_size: int 
     snapshot_steps = set(snapshot_steps)
     bar = _config.progress_bar(total=cfg.steps, initial=start, desc=getattr(model, "name", "train"),
                                unit="step") if progress and main else None
-    batches = _TrainBatches(train, cfg, device, augment, start, prefetch)
+    batches = TrainBatches(train, cfg, device, augment, start, prefetch)
     t0, seen = time.perf_counter(), 0
     running = torch.zeros((), device=device)
     model.train()
@@ -364,40 +319,6 @@ def _start(run: _Run, train, checkpoint: Path | None, resume, augment) -> tuple[
     return st["history"], st["step"]
 
 
-class _TrainBatches:
-    """Training batch ``step`` on the device: indices from ``(seed, step)`` alone, this rank's slice,
-    gathered on the CPU (in a background thread on CUDA, ``prefetch``), then normalized or augmented
-    on the device."""
-
-    def __init__(self, train, cfg: TrainConfig, device: torch.device, augment, start: int, prefetch=None):
-        self.train, self.cfg, self.device, self.augment = train, cfg, device, augment
-        ws = _dist.world_size()
-        self.part = (*_dist.shard_range(cfg.batch_size), cfg.batch_size) if ws > 1 else None
-        self.norm = ((train.mean.to(device), train.std.to(device))
-                     if has_uint8_images(train) and augment is None else None)
-        self.pin = device.type == "cuda" and torch.cuda.is_available()
-        use_prefetch = device.type == "cuda" if prefetch is None else bool(prefetch)
-        self.pool = ThreadPoolExecutor(max_workers=1) if use_prefetch else None
-        self.pending = self.pool.submit(self._gather, start) if self.pool is not None and start < cfg.steps else None
-
-    def _gather(self, step: int) -> dict[str, torch.Tensor]:
-        idx = _dist.shard(_batch_indices(len(self.train), self.cfg.batch_size, self.cfg.seed, step))
-        return _gather(self.train, idx, self.pin)
-
-    def get(self, step: int) -> dict[str, torch.Tensor]:
-        if self.pool is None:
-            cpu_batch = self._gather(step)
-        else:
-            cpu_batch = self.pending.result()
-            if step + 1 < self.cfg.steps:
-                self.pending = self.pool.submit(self._gather, step + 1)
-        return _finish(self.train, cpu_batch, self.device, self.augment, self.part, self.norm)
-
-    def close(self) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(wait=True)
-
-
 def _train_step(run: _Run, step_model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """One optimizer step on ``batch`` (mixed precision where the device has it); the loss, detached."""
     x = batch["image"]
@@ -433,20 +354,6 @@ def _validate(run: _Run, val, mean_loss: torch.Tensor, done: int, per_epoch: int
     return row
 
 
-# ----------------------------------------------------------------------------- evaluate, predict
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m camlib.train --recipe NAME ...`` (also under ``torchrun``): see :mod:`camlib.recipes`."""
-    from .recipes import main as run_recipe
-    return run_recipe(argv)
-
-
 __all__ = ["TrainConfig", "History", "fit", "evaluate", "predict", "save_checkpoint", "load_checkpoint",
            "CheckpointError", "previous_checkpoint", "check_checkpoint_path",
-           "epoch_order", "steps_per_epoch", "amp_dtype", "native_bf16", "grad_scaler", "model_state",
-           "main"]
-
-
-if __name__ == "__main__":
-    sys.exit(main())
-
+           "epoch_order", "steps_per_epoch", "amp_dtype", "native_bf16", "grad_scaler", "model_state"]

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 
 from . import localize
 from .cam import class_activation_maps, upsample
+from .boxes import area, as_boxes, clip
 from .data.memory import InMemoryDataset
 from .inference import batches, evaluating, model_device, predict
 
@@ -52,15 +53,7 @@ def _size2(size) -> tuple[int, int]:
 
 
 def _check_boxes(boxes, name: str = "boxes") -> torch.Tensor:
-    if not isinstance(boxes, torch.Tensor) or boxes.ndim != 2 or boxes.shape[1] != 4:
-        raise ValueError(f"{name} must be a (N, 4) tensor of (x1, y1, x2, y2); got "
-                         f"{tuple(getattr(boxes, 'shape', ())) or type(boxes).__name__}")
-    boxes = boxes.float()
-    if boxes.numel() and not torch.isfinite(boxes).all():
-        raise ValueError(f"{name} must be finite")
-    if boxes.numel() and ((boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])).any():
-        raise ValueError(f"{name} must have x2 >= x1 and y2 >= y1 (pixel-edge xyxy)")
-    return boxes
+    return as_boxes(boxes, name, dtype=torch.float32)
 
 
 # ------------------------------------------------------------------------------ crop geometry
@@ -75,7 +68,9 @@ def crop_boxes(boxes: torch.Tensor, image_size, margin: float = 0.2, square: boo
     the crop keeps the aspect ratio). A crop that sticks out of the image is *shifted* inside when
     it fits (the object stays whole, the crop keeps its size), and clipped to the image only where
     it is larger than the image. Each side is at least ``min_size`` pixels (after the margin), so a
-    map that found only a small part still gives a crop with some context. Returns float ``(N, 4)``.
+    map that found only a small part still gives a crop with some context. A map that kept nothing
+    has the empty box ``(0, 0, 0, 0)`` (:func:`camlib.localize.boxes_from_maps`); its crop is the whole
+    image, as if there were no first stage. Returns float ``(N, 4)``.
     Lesson 04 (paper section 4.1: "crop around the CAM box").
     """
     boxes = _check_boxes(boxes)
@@ -94,7 +89,10 @@ def crop_boxes(boxes: torch.Tensor, image_size, margin: float = 0.2, square: boo
     # shift inside: the centre may lie only where the whole crop fits
     cx = torch.minimum(torch.maximum(cx, w / 2), W - w / 2)
     cy = torch.minimum(torch.maximum(cy, h / 2), H - h / 2)
-    return torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], 1)
+    out = torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], 1)
+    empty = (boxes == 0).all(1)                     # (0, 0, 0, 0): the map kept nothing; crop the whole image
+    out[empty] = torch.tensor([0.0, 0.0, float(W), float(H)], dtype=out.dtype)
+    return out
 
 
 def same_size_boxes(regions: torch.Tensor, image_size, where: str = "random",
@@ -129,7 +127,7 @@ def box_coverage(regions: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
     if len(regions) != len(boxes):
         raise ValueError(f"one region per box expected; got {len(regions)} regions and {len(boxes)} boxes")
     inter = (torch.min(regions[:, 2:], boxes[:, 2:]) - torch.max(regions[:, :2], boxes[:, :2])).clamp_min(0)
-    return inter.prod(1) / (boxes[:, 2:] - boxes[:, :2]).prod(1).clamp_min(1e-12)
+    return inter.prod(1) / area(boxes).clamp_min(1e-12)
 
 
 def jitter_boxes(boxes: torch.Tensor, image_size, scale: float = 0.15, shift: float = 0.1,
@@ -152,9 +150,7 @@ def jitter_boxes(boxes: torch.Tensor, image_size, scale: float = 0.15, shift: fl
     sh = torch.exp(lo + (u[:, 3] + 1) / 2 * (hi - lo))
     w, h = w * sw, h * sh
     out = torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], 1)
-    out[:, 0::2] = out[:, 0::2].clamp(0, W)
-    out[:, 1::2] = out[:, 1::2].clamp(0, H)
-    return out
+    return clip(out, (H, W))
 
 
 def crop_images(images: torch.Tensor, boxes: torch.Tensor, size) -> torch.Tensor:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from .boxes import clip
 from .cam import upsample
 from .inference import batches, evaluating, model_device
 
@@ -137,7 +138,8 @@ def peak_boxes(cells: torch.Tensor, map_size, image_size, patch: float) -> torch
     cy = (cells[..., 0].float() + 0.5) * H / h
     cx = (cells[..., 1].float() + 0.5) * W / w
     r = float(patch) / 2
-    return torch.stack([(cx - r).clamp(0, W), (cy - r).clamp(0, H), (cx + r).clamp(0, W), (cy + r).clamp(0, H)], -1)
+    boxes = torch.stack([cx - r, cy - r, cx + r, cy + r], -1)
+    return clip(boxes.reshape(-1, 4), (H, W)).reshape(boxes.shape)
 
 
 def receptive_field(module: nn.Module) -> tuple[int, int]:

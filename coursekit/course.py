@@ -174,10 +174,12 @@ def mathjax_url(out: Path, echo: Callable[[str], None] = print) -> str:
 
 
 def execute_lesson(path: Path, out: Path, *, profile: str | None = None, timeout: float | None = 3600,
-                   report: Path | None = None, mathjax: str | None = None) -> LessonRun:
+                   report: Path | None = None, mathjax: str | None = None,
+                   extra_env: dict[str, str] | None = None) -> LessonRun:
     """Execute one lesson (cwd = its folder), write the executed notebook and its HTML to ``out``.
 
-    ``mathjax`` is the MathJax URL the HTML page loads (:func:`mathjax_url`; default nbconvert's CDN).
+    ``mathjax`` is the MathJax URL the HTML page loads (:func:`mathjax_url`; default nbconvert's CDN);
+    ``extra_env`` is added to the kernel's environment.
     """
     from nbclient import NotebookClient
     from nbclient.exceptions import CellTimeoutError
@@ -187,7 +189,7 @@ def execute_lesson(path: Path, out: Path, *, profile: str | None = None, timeout
 
     path, out = Path(path), Path(out)
     nb = nbformat.read(path, as_version=4)
-    env = kernel_env(path.name[:2], profile, report)
+    env = {**kernel_env(path.name[:2], profile, report), **(extra_env or {})}
     client = NotebookClient(nb, timeout=timeout if timeout and timeout > 0 else None, kernel_name="python3",
                             resources={"metadata": {"path": str(path.parent)}})
     out.mkdir(parents=True, exist_ok=True)
@@ -289,13 +291,21 @@ def write_report(out: Path, runs: dict[str, dict[str, Any]], claims: list[dict[s
 
 
 def build(lessons_dir: Path = LESSONS_DIR, out: Path = REPO_ROOT / "build" / "course", *, profile: str | None = None,
-          only: Iterable[str] | None = None, timeout: float | None = 3600,
+          only: Iterable[str] | None = None, timeout: float | None = 3600, jobs: int = 1,
           echo: Callable[[str], None] = print) -> list[LessonRun]:
     """Execute the lessons into ``out`` and write ``out/REPORT.md``; returns this build's runs.
 
     Lessons not built this time keep their earlier rows (``out/runs.json``); a rebuilt lesson's
-    old claims are dropped from ``out/claims.jsonl`` before it runs.
+    old claims are dropped from ``out/claims.jsonl`` before the build starts. ``jobs``: how many
+    lessons run at once (each kernel then gets ``OMP_NUM_THREADS=1`` unless it is set: on a 2-core
+    machine two single-threaded kernels finish the course sooner than one kernel with two threads,
+    since much of a lesson is single-threaded NumPy, SciPy and plotting).
     """
+    import threading
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
+    if not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs must be a positive int, got {jobs!r}")
     paths = find_lessons(lessons_dir, only)
     out = Path(out)
     _refuse_inside(out, lessons_dir)
@@ -305,20 +315,31 @@ def build(lessons_dir: Path = LESSONS_DIR, out: Path = REPO_ROOT / "build" / "co
     machine = machine_info()
     echo(f"Building {len(paths)} lesson(s) into {out} on {machine}")
     mathjax = mathjax_url(out, echo)
-    done = []
-    for i, path in enumerate(paths, 1):
+    nums = {path.name[:2] for path in paths}
+    kept = [c for c in read_claims(claims_path) if c.get("lesson") not in nums]
+    _write_atomic(claims_path, "".join(json.dumps(c) + "\n" for c in kept))
+    lock, done = threading.Lock(), []
+    threads = {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")} if jobs > 1 else {}
+
+    def one(i: int, path: Path) -> LessonRun:
         num = path.name[:2]
-        kept = [c for c in read_claims(claims_path) if c.get("lesson") != num]
-        _write_atomic(claims_path, "".join(json.dumps(c) + "\n" for c in kept))
         echo(f"[{i}/{len(paths)}] {path.stem} ...")
-        run = execute_lesson(path, out, profile=profile, timeout=timeout, report=claims_path, mathjax=mathjax)
+        run = execute_lesson(path, out, profile=profile, timeout=timeout, report=claims_path, mathjax=mathjax,
+                             extra_env=threads)
         run.machine = machine
-        runs[num] = asdict(run)
-        _write_atomic(runs_path, json.dumps(runs, indent=1) + "\n")
-        n_claims = sum(c.get("lesson") == num for c in read_claims(claims_path))
+        with lock:
+            runs[num] = asdict(run)
+            _write_atomic(runs_path, json.dumps(runs, indent=1) + "\n")
+            n_claims = sum(c.get("lesson") == num for c in read_claims(claims_path))
         echo(f"[{i}/{len(paths)}] {path.stem}: {'ok' if run.ok else 'FAILED'} in {run.seconds:.1f} s, "
              f"{n_claims} claim(s)" + (f" -- {run.error}" if run.error else ""))
-        done.append(run)
+        return run
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = [pool.submit(one, i, path) for i, path in enumerate(paths, 1)]
+        for f in as_completed(futures):
+            done.append(f.result())
+    done.sort(key=lambda r: r.lesson)
     report = write_report(out, runs, read_claims(claims_path))
     failed = [r.name for r in done if not r.ok]
     echo(f"Wrote {report}" + (f"; FAILED: {', '.join(failed)}" if failed else "; all lessons ran"))
@@ -636,6 +657,7 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--lessons", nargs="+", metavar="NN", help="only these lessons (e.g. 00 01)")
     b.add_argument("--out", type=Path, default=REPO_ROOT / "build" / "course")
     b.add_argument("--timeout", type=float, default=3600, help="seconds per cell (0: no limit)")
+    b.add_argument("--jobs", type=int, default=1, help="lessons run at once (default 1)")
     s = sub.add_parser("student", help="write the student edition")
     s.add_argument("--out", type=Path, default=REPO_ROOT / "build" / "student")
     s.add_argument("--force", action="store_true", help="replace an existing student edition")
@@ -666,7 +688,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "build":
             runs = build(args.lessons_dir, args.out, profile=args.profile, only=args.lessons, timeout=args.timeout,
-                         echo=lambda m: print(m, flush=True))
+                         jobs=args.jobs, echo=lambda m: print(m, flush=True))
             return 0 if all(r.ok for r in runs) else 1
         if args.command == "student":
             written = make_student(args.lessons_dir, args.out, force=args.force, only=args.lessons)

@@ -82,7 +82,7 @@ import matplotlib.pyplot as plt
 from IPython.display import Markdown, display
 from skimage import data as skdata
 
-from camlib import cam, config, models, report, viz
+from camlib import cam, config, metrics, models, report, viz
 from camlib.data import RealPhotos
 
 cfg = config.get_profile()        # seeds Python, NumPy and torch too
@@ -150,6 +150,40 @@ viz.map_colorbar(axes[1], im)
 axes[1].set_title(f"raw 7×7 CAM: {names[top1]}", fontsize=9); axes[1].set_axis_off()
 viz.show_map(photo, maps[0, 0], ax=axes[2], title="upsampled and overlaid")
 plt.tight_layout(); plt.show()
+
+# %% [markdown]
+# ### Exercise 1 — every class's map, at the image's size
+# The cells above computed the maps of five classes and let `viz.show_map` stretch them over the
+# photo. Write both steps yourself, for **every** class at once:
+# `all_class_maps(features, weight, size)` takes the feature maps `features` `(B, K, h, w)`, the
+# classifier's weight `(C, K)` and the image's `size = (H, W)` (rows first) and returns
+# $M_c = \sum_k w_k^c f_k$ for all $C$ classes, upsampled to `(B, C, H, W)`.
+#
+# - Upsample with bilinear interpolation and `align_corners=False`
+#   (`torch.nn.functional.interpolate`): each of the 7×7 cells summarizes its own 32×32 patch of
+#   the 224-px input, so a cell's value belongs at the *centre* of that patch; `align_corners=True`
+#   would pin the corner cells' centres to the image's corners instead.
+# - Keep the raw values: no normalization, no ReLU (the values say how strong the evidence is).
+# - Before you write it: does it matter whether you weight the feature maps first and upsample
+#   after, or upsample the 1280 feature maps first? Which order is cheaper for this network?
+#
+# The check runs your function on random inputs and, when it differs, says which mistake it looks like.
+
+# %% nbgrader={"grade": false, "grade_id": "00_all_class_maps", "locked": false, "schema_version": 3, "solution": true, "task": false}
+import torch.nn.functional as F
+from camlib.exercises import check_all_class_maps
+
+def all_class_maps(features, weight, size):
+    ### BEGIN SOLUTION
+    # both steps are linear, so the order does not change the result; weighting first upsamples C maps
+    # instead of K (1000 instead of 1280 here), and at 7x7 the weighting itself is cheap
+    maps = torch.einsum("bkhw,ck->bchw", features, weight)
+    return F.interpolate(maps, size=tuple(size), mode="bilinear", align_corners=False)
+    ### END SOLUTION
+
+
+# %%
+check_all_class_maps(all_class_maps)
 
 # %% [markdown]
 # Every class has its own map. Here are the top five on **one colour scale**, each with a cross at
@@ -224,6 +258,47 @@ report.sanity("mean of the CAM plus the bias equals the logit (GAP head)", gap <
               ours=f"|difference| = {gap:.1e}", dataset="skimage camera", lesson="00")
 
 # %% [markdown]
+# ### Exercise 2 — the network's ranking, read from the maps alone
+# Check 3 says that with a GAP head the score of class $c$ is the mean of its map plus the bias
+# $b_c$. So the maps of all classes, with the bias, hold the whole ranking of the classes. Write
+# `top_classes_from_maps(maps, bias, k)`: `maps` `(B, C, h, w)` are the maps of every class (at the
+# feature maps' resolution), `bias` `(C,)` the classifier's bias; return the `k` best classes of each
+# image, best first, as `(B, k)` class indices.
+#
+# Before you write it: would ranking the classes by how *high* each map's peak is give the same
+# answer? The cell after the check measures it on the cameraman photo.
+
+# %% nbgrader={"grade": false, "grade_id": "00_top_classes_from_maps", "locked": false, "schema_version": 3, "solution": true, "task": false}
+from camlib.exercises import check_top_classes_from_maps
+
+def top_classes_from_maps(maps, bias, k):
+    ### BEGIN SOLUTION
+    scores = maps.mean(dim=(2, 3)) + bias        # the GAP head's logits, recovered from the maps
+    return scores.topk(k, dim=1).indices         # sorted, best first
+    ### END SOLUTION
+
+
+# %%
+check_top_classes_from_maps(top_classes_from_maps)
+
+# %% [markdown]
+# The same ranking with the library, on the maps of all 1000 classes for the cameraman photo, and the
+# ranking a map's peak would give instead.
+
+# %%
+with torch.no_grad():
+    every = cam.class_activation_maps(out.features, model.classifier.weight)          # (1, 1000, 7, 7)
+    by_mean = metrics.topk_classes(every.mean(dim=(2, 3)) + model.classifier.bias, 5)[0].cpu()
+    by_peak = metrics.topk_classes(every.amax(dim=(2, 3)), 5)[0].cpu()
+report.sanity("the top-5 ranked from the 1000 maps (mean + bias) is the classifier's top-5",
+              torch.equal(by_mean, top5.indices.cpu()), ours=[names[c] for c in by_mean.tolist()],
+              dataset="skimage camera", lesson="00")
+peak_shared = len(set(by_peak.tolist()) & set(top5.indices.tolist()))
+display(Markdown(f"Ranked by the mean of the map plus the bias: **{', '.join(names[c] for c in by_mean.tolist())}** "
+                 f"(the classifier's top-5). Ranked by each map's peak: "
+                 f"**{', '.join(names[c] for c in by_peak.tolist())}**, {peak_shared} of the classifier's 5."))
+
+# %% [markdown]
 # ## A small object
 # The rocket of scikit-image's `rocket` photo covers under 3% of the picture. ImageNet has no
 # "rocket"; its nearest class is *missile* (the annotation's note explains the choice). Where does
@@ -275,7 +350,9 @@ display(Markdown(
     f"- Outside that box peak: {', '.join(others) if others else 'none'} — the classes that live elsewhere.\n"
     f"- On the rocket photo the **{names[missile]}** map peaks {where(peak_r, rocket_box)} "
     f"({rocket_share:.1%} of the photo).\n"
-    f"- The class score equals the mean of its map plus the bias to {gap:.0e}."))
+    f"- The class score equals the mean of its map plus the bias to {gap:.0e}; ranked that way, the maps of all "
+    f"1000 classes give back the classifier's top-5, while ranking by each map's peak shares {peak_shared} of those 5 "
+    f"(top class by peak: {names[int(by_peak[0])]})."))
 
 # %% [markdown]
 # ### The ideas
@@ -284,42 +361,27 @@ display(Markdown(
 # - Profiles (`smoke` / `cpu` / `gpu`) decide how large every lesson runs; the device is chosen for you.
 #
 # ## What to try on a GPU
-# Nothing in this lesson grows with the profile: it reads one pretrained network and two photos, and
-# its sizes are the same in `smoke`, `cpu` and `gpu` (224 px; `camlib/config.py`, lesson "00"). What a
-# GPU changes comes in the later lessons: the gpu profile trains lesson 01's two heads on 20,000
-# images for 240 steps and three seeds instead of 8,000 images, 80 steps and two seeds, and lessons 03–06
-# add the real datasets (ILSVRC validation, CUB-200-2011, Caltech-101, Flowers, Pets). Here, try a larger
-# input on any device: `models.preprocess_imagenet(photo, size=448)` gives 14×14 maps — do the peaks
-# move?
-#
-# ## Exercises
-# **Exercise 1.** The map has 7×7 cells for a 224-pixel input. Where does the 7 come from, and how
-# many input pixels does one map cell span? What would a 320-pixel input give?
-#
-# <!-- BEGIN SOLUTION -->
-# EfficientNet-Lite0 halves the resolution five times (the stem and four stride-2 stages), so the
-# last feature maps are 224 / 2⁵ = 7 cells wide, each cell spanning 32×32 input pixels (its
-# receptive field is much larger). A 320-pixel input gives 10×10 maps: the network is fully
-# convolutional up to the pooling, so the map grows with the input.
-# <!-- END SOLUTION -->
-#
-# **Exercise 2.** Draw the map of a class that is *not* in the top five (for example
-# `names.index("tennis ball")`) for the cameraman photo, with `viz.show_map`. How does it differ from
-# the top class's map (read the colorbars), and why is it still a valid map?
-#
-# <!-- BEGIN SOLUTION -->
-# `cam.class_activation_maps(out.features, model.classifier.weight, classes=names.index("tennis ball"))`
-# gives it. Its values are much lower (mostly negative: the class's weights disagree with what the
-# features see) and it has no clear peak on the tripod; where it is highest is where the image looks
-# least unlike a tennis ball. Every class has a map because the map is just the class's weights
-# applied at each location; the map only *means* "the object is here" for classes the network
-# believes are present.
-# <!-- END SOLUTION -->
+# Nothing in this lesson grows with the profile: one pretrained network, a few photos, 224 px in
+# `smoke`, `cpu` and `gpu` alike (`camlib/config.py`, lesson "00"). What changes at scale is what you
+# point the same few lines at:
+# - **Real ImageNet photos.** The photos here are a handful with boxes drawn by hand. On a GPU,
+#   lesson 03 reads the ILSVRC validation set with its annotated boxes (`camlib.data.ILSVRCVal`):
+#   run Exercise 1's `all_class_maps` on batches of those images and count how often each image's
+#   top-1 map peaks inside one of its boxes. One photo can agree by luck; thousands measure it.
+# - **Other backbones.** `models.pretrained_classifier("resnet50")` (torchvision's weights, which
+#   download on Colab but not offline) is also GAP plus one linear layer, with 2048 feature maps of
+#   7×7 at 224 px. Do its top-5 maps peak where EfficientNet-Lite0's do? Exercise 2's ranking from
+#   the maps works unchanged: the identity holds for any GAP head.
+# - **Larger inputs**, on any device: `models.preprocess_imagenet(photo, size=448)` gives 14×14 maps.
+#   Do the peaks move?
 #
 # **More to try.** Run the same cells on `skimage.data.astronaut()`: ImageNet has no "person", so
 # what does the network name, and where is the map of `names.index("space shuttle")`?
 #
 # ## Questions
-# - Why does the map have 7×7 cells at 224 pixels of input? What sets this number?
+# - Why does the map have 7×7 cells at 224 pixels of input? What sets this number, how many input
+#   pixels does one cell span, and what would a 320-pixel input give?
 # - The map of the top class is not a segmentation of the tripod. What would you expect it to cover,
 #   and what not?
+# - A class that is not in the top five (say `names.index("tennis ball")`) still has a map. What do its
+#   values look like next to the top class's (read the colorbars), and what, if anything, does it mean?

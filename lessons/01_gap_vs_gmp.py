@@ -72,7 +72,7 @@ import numpy as np
 import torch
 from torchvision.ops import box_iou
 
-from camlib import config, localize, models, report, train, viz
+from camlib import config, localize, metrics, models, report, train, viz
 from camlib.data import make_synthetic
 
 cfg = config.get_profile()
@@ -139,6 +139,35 @@ check_gap(gap)
 # %%
 check_gmp(gmp)
 
+# %% [markdown]
+# ### Exercise 2 — between the two: log-sum-exp pooling
+# GAP and GMP are the two ends of one family. *Log-sum-exp* pooling (used for weakly supervised
+# segmentation by Pinheiro and Collobert, CVPR 2015) has a knob $r > 0$:
+# $$F_k = \frac{1}{r}\log\Big(\frac{1}{hw}\sum_{x,y} e^{\,r f_k(x,y)}\Big).$$
+# For $r \to 0$ it tends to the average (GAP), for $r \to \infty$ to the maximum (GMP).
+#
+# Write `lse_pool(features, r)`: feature maps `(B, K, h, w)` and a float `r` → `(B, K)`. It must stay
+# finite when $r f$ is large: $e^{89}$ is already `inf` in float32 (and $e^{710}$ in float64), and
+# trained feature maps times a large $r$ get there. The way out: take each map's own maximum $m$ out
+# of the exponential, $F = m + \frac{1}{r}\log\big(\frac{1}{hw}\sum e^{\,r (f - m)}\big)$, where every
+# term is at most 1. Before you write it, think about two things the check tests:
+# - why must it be *each map's* maximum, and not one maximum for the whole batch?
+# - what would leaving out the $\frac{1}{hw}$ do as $r \to 0$? (It would not tend to GAP.)
+
+# %% nbgrader={"grade": false, "grade_id": "01_lse_pool", "locked": false, "schema_version": 3, "solution": true, "task": false}
+from camlib.exercises import check_lse_pool
+
+def lse_pool(features, r):
+    ### BEGIN SOLUTION
+    top = features.amax(dim=(-2, -1), keepdim=True)              # each map's own maximum
+    inner = torch.exp(r * (features - top)).mean(dim=(-2, -1))   # every term <= 1: no overflow
+    return top[..., 0, 0] + torch.log(inner) / r
+    ### END SOLUTION
+
+
+# %%
+check_lse_pool(lse_pool)
+
 
 # %% [markdown]
 # ## Two networks that differ only in the pooling
@@ -176,13 +205,38 @@ print("parameters:", {p: sum(t.numel() for t in n.parameters()) for p, n in nets
 # its bounding box. The box is correct when its IoU with the ground truth is at least 0.5.
 # We also measure how much of the object's mask the kept region covers.
 
+# %% [markdown]
+# ### Exercise 3 — how much of the object does the map keep?
+# A box can be right while the map lights up only part of the object (its box is then often too
+# small, but not always). The synthetic data has each object's exact mask, so we can ask directly.
+# Write `mask_coverage(maps, masks, fraction)`: maps `(B, H, W)` (float, at the image's size; every
+# map here has a positive maximum), the objects' masks `(B, H, W)` (bool) and the rule's fraction
+# (0.2 above) → `(B,)` float, for each image the share of the object's mask pixels that the rule
+# keeps, where the rule keeps the pixels with `map >= fraction * (that map's maximum)`.
+#
+# Think about what is divided by what (which question does $|region \cap mask| / |region|$ answer
+# instead?), and about whose maximum sets each map's threshold. The lesson then measures it with
+# the library (`localize.threshold_maps` and `metrics.mask_coverage`).
+
+# %% nbgrader={"grade": false, "grade_id": "01_mask_coverage", "locked": false, "schema_version": 3, "solution": true, "task": false}
+from camlib.exercises import check_mask_coverage
+
+def mask_coverage(maps, masks, fraction):
+    ### BEGIN SOLUTION
+    kept = maps >= fraction * maps.amax(dim=(1, 2), keepdim=True)    # each map's own threshold
+    return (kept & masks).sum(dim=(1, 2)).double() / masks.sum(dim=(1, 2)).double()
+    ### END SOLUTION
+
+
+# %%
+check_mask_coverage(mask_coverage)
+
 # %%
 def localization(net, data):
     p = train.predict(net, data, maps="label", size=data.image_size, device=cfg.device)
     boxes = localize.boxes_from_maps(p["maps"], threshold=0.2)
     iou = box_iou(boxes, data.boxes).diag()
-    region = p["maps"] >= 0.2 * p["maps"].amax(dim=(-2, -1), keepdim=True)
-    covered = (region & data.masks).sum((1, 2)) / data.masks.sum((1, 2))
+    covered = metrics.mask_coverage(localize.threshold_maps(p["maps"], 0.2), data.masks)   # Exercise 3, by the library
     area = lambda b: (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
     return {"acc": float((p["logits"].argmax(1) == p["labels"]).float().mean()),
             "box_acc": float((iou >= 0.5).float().mean()), "mean_iou": float(iou.mean()),
@@ -231,6 +285,15 @@ plt.tight_layout(); plt.show()
 # because nothing rewards it for lighting up the rest. A GAP map is pushed to light up the striped
 # body too, because every location with evidence adds to the average that the class score is made
 # of. The numbers above say how often each happens on this validation set.
+#
+# **Exercise 4.** Why does the *pointing game* (is the map's peak inside the object?) fail to
+# separate GAP from GMP on this data?
+#
+# <!-- BEGIN SOLUTION -->
+# GMP's map peaks on the head, which is part of the object, so its peak is inside the object as
+# often as GAP's. The pointing game only asks *whether* the network looked at the object, not how
+# much of it: exactly the difference between the two heads. Box IoU or mask coverage measure extent.
+# <!-- END SOLUTION -->
 
 # %% [markdown]
 # ## Training longer: how the two heads change
@@ -354,8 +417,24 @@ report.claim("classification accuracy is close (within 5 points)", abs(g["acc"] 
              ours=f"GAP {g['acc']:.3f} vs GMP {m['acc']:.3f}", paper="top-1 err. GAP 35.0 vs GMP 35.6 (Table 1)",
              dataset=data_name, lesson="01")
 
+# %%
+per_seed = "; ".join(f"seed {s}: GAP {results[s]['gap']['box_acc']:.2f}, GMP {results[s]['gmp']['box_acc']:.2f}"
+                     for s in results)
+display(Markdown(
+    "## Summary: what we measured\n"
+    f"On {S['n_val']:,} validation images, after {S['steps']} training steps on {S['n_train']:,} images, "
+    f"mean over {len(results)} seed(s):\n\n"
+    f"- box accuracy (IoU ≥ 0.5, 20% rule): GAP **{g['box_acc']:.2f}**, GMP **{m['box_acc']:.2f}** ({per_seed});\n"
+    f"- mean IoU: GAP {g['mean_iou']:.2f}, GMP {m['mean_iou']:.2f}; share of the object's mask that the 20% "
+    f"region keeps: GAP {g['mask_covered']:.2f}, GMP {m['mask_covered']:.2f};\n"
+    f"- classification accuracy: GAP {g['acc']:.2f}, GMP {m['acc']:.2f};\n"
+    f"- median box area over the object's box area: GAP {g['box_area_ratio']:.2f}, GMP {m['box_area_ratio']:.2f};\n"
+    f"- one run of {curve_steps[-1]} steps (seed {seed0}): box accuracy at the end GAP {gb[-1]:.2f}, GMP {mb[-1]:.2f}; "
+    f"highest GAP {gb.max():.2f} (step {curve_steps[int(gb.argmax())]}), GMP {mb.max():.2f} "
+    f"(step {curve_steps[int(mb.argmax())]})."))
+
 # %% [markdown]
-# ## Summary
+# ### The ideas
 # - The idea: with GAP, every location with evidence raises the class score, so training rewards a
 #   map that covers the object's extent; with GMP only the best location counts, so nothing
 #   rewards the rest of the object. The checks above say what this profile measured at
@@ -364,7 +443,23 @@ report.claim("classification accuracy is close (within 5 points)", abs(g["acc"] 
 # - How the two heads' maps change with training length depends on the data and the length: on this
 #   data, long training can teach GAP to rely on the head alone while GMP's map spreads along the
 #   body — look at the curves above for what this profile measured.
-#
+
+# %%
+G = cfg.lessons["01"]["gpu"]
+display(Markdown(
+    "## What to try on a GPU\n"
+    f"This run used the `{cfg.name}` profile: {S['n_train']:,} training and {S['n_val']:,} validation images, "
+    f"{len(S['seeds'])} seed(s), runs of {S['steps']} steps and a curve of {S['curve_steps']} steps. The `gpu` "
+    f"profile keeps the main runs at {G['steps']} steps (the length at which the claims are asserted in every "
+    f"profile) and grows the rest: {G['n_train']:,} training and {G['n_val']:,} validation images, "
+    f"{len(G['seeds'])} seeds, and a curve of {G['curve_steps']} steps measured at steps {G['curve_snapshots']}. "
+    "What changes: with more validation images and seeds, the per-seed numbers above scatter "
+    "less, so a lead of a few points becomes a measurement rather than noise; and the longer curve shows "
+    "what happens to both heads long after they classify well, where (on this data) GAP's lead can shrink "
+    "or reverse as it learns to rely on the head alone. Read the whole curve, not one point. Lessons 03–06 "
+    "then take CAM to real photos (ILSVRC, CUB-200-2011) with the paper's networks."))
+
+# %% [markdown]
 # ## More exercises
 # 1. Make the body carry no evidence: `SyntheticSpec(stripes="random")` (pass it as `spec=` to
 #    `make_synthetic`). Predict what happens to both heads' maps, then check.
@@ -373,17 +468,6 @@ report.claim("classification accuracy is close (within 5 points)", abs(g["acc"] 
 #    the middle, each in its own colour): `make_synthetic(n, seed=..., spec="parts")`. Train both
 #    heads and compare their maps. GMP pools a maximum *per channel*: is it rewarded for finding one
 #    part, or one part of each kind? What does that predict, and what do you measure?
-# 4. Replace GMP by a *log-sum-exp* pooling $\frac{1}{r}\log\frac{1}{hw}\sum e^{r f}$, which moves
-#    from GAP ($r\to0$) to GMP ($r\to\infty$). Where between them does localization break?
-#
-# **Exercise 2.** Why does the *pointing game* (is the map's peak inside the object?) fail to
-# separate GAP from GMP on this data?
-#
-# <!-- BEGIN SOLUTION -->
-# GMP's map peaks on the head, which is part of the object, so its peak is inside the object as
-# often as GAP's. The pointing game only asks *whether* the network looked at the object, not how
-# much of it: exactly the difference between the two heads. Box IoU or mask coverage measure extent.
-# <!-- END SOLUTION -->
 #
 # ## Questions
 # - How would you design data on which GMP localizes as well as GAP?

@@ -70,7 +70,7 @@ from sklearn.datasets import load_sample_image
 
 from IPython.display import Markdown, display
 
-from camlib import cam, config, models, report, train, viz
+from camlib import cam, config, localize, models, report, train, viz
 from camlib.data import make_synthetic
 
 cfg = config.get_profile()
@@ -196,6 +196,55 @@ report.sanity("Grad-CAM equals CAM times 1/hw on a GAP network", err_gradcam < 1
               ours=f"relative difference {err_gradcam:.1e}", dataset="synthetic-8", lesson="02")
 
 # %% [markdown]
+# ### Exercise 2 — the bias, Grad-CAM's ReLU and the 20% rule
+# The paper draws its box from the CAM $M_c$ by keeping the locations where the map is at least
+# 20% of its maximum (a map whose maximum is $\le 0$ has no positive evidence and keeps no
+# location: `camlib.localize.threshold_maps`). The bias was dropped as "a constant that says
+# nothing about *where*" — but the 20% rule is not blind to constants. Write the region the rule
+# keeps on the map whose mean *is* the logit, $M_c + b_c$:
+# `bias_region(features (B, K, h, w), weight (C, K), bias (C,), classes (B,))` returns a bool
+# tensor `(B, h, w)`, true where $M_{c_b}(x, y) + b_{c_b} \ge 0.2 \max_{x,y}(M_{c_b} + b_{c_b})$, with
+# $c_b$ = `classes[b]`; all false for a map whose maximum is $\le 0$. Then ask yourself whether
+# Grad-CAM's ReLU, applied first, would change your answer (the check tells you if you get it wrong).
+
+# %% nbgrader={"grade": false, "grade_id": "02_bias_region", "locked": false, "schema_version": 3, "solution": true, "task": false}
+from camlib.exercises import check_bias_region
+
+def bias_region(features, weight, bias, classes):
+    ### BEGIN SOLUTION
+    m = torch.einsum("bkhw,bk->bhw", features, weight[classes]) + bias[classes][:, None, None]
+    top = m.amax(dim=(-2, -1), keepdim=True)
+    return (m >= 0.2 * top) & (top > 0)
+    ### END SOLUTION
+
+
+# %%
+check_bias_region(bias_region)
+
+# %% [markdown]
+# What the bias and the ReLU do on the trained network: the 20% region of each validation image's
+# true-class map without the bias (the paper's), with it, and with Grad-CAM's ReLU (library
+# functions, so the numbers do not depend on your answer above).
+
+# %%
+region_cam = localize.threshold_maps(maps_lib)
+region_bias = localize.threshold_maps(maps_lib + b[batch["label"]][:, None, None])
+region_relu = localize.threshold_maps(torch.relu(maps_lib))
+changed_bias = int((region_cam != region_bias).flatten(1).any(1).sum())
+changed_relu = int((region_cam != region_relu).flatten(1).any(1).sum())
+print(f"biases of the true classes: {[round(float(v), 2) for v in b[batch['label']]]}")
+print(f"20% regions changed by adding the bias: {changed_bias} of {len(maps_lib)} images; "
+      f"by Grad-CAM's ReLU: {changed_relu} of {len(maps_lib)}")
+print(f"locations kept: CAM {int(region_cam.sum())}, CAM + bias {int(region_bias.sum())}")
+
+# %% [markdown]
+# A positive bias lowers the bar relative to the map's values (the region grows), a negative one
+# raises it; a large negative bias can push the whole map below zero and leave no region at all.
+# The ReLU cannot change the region of a map with a positive maximum: the bar $0.2 \max$ is then
+# above zero, where the ReLU changes nothing. That is why the paper can drop the bias but must say
+# which map it thresholds.
+
+# %% [markdown]
 # ## Maps for the top-k classes of real photos
 # Any class has a map, not only the predicted one. EfficientNet-Lite0 (pretrained on ImageNet,
 # lesson 00) on a few photos that ship with scikit-image and scikit-learn: the top three classes
@@ -222,7 +271,7 @@ plt.tight_layout(); plt.show()
 
 
 # %% [markdown]
-# ### Exercise 2 — min-max normalization
+# ### Exercise 3 — min-max normalization
 # To show maps side by side (and for lesson 03's MaxBoxAcc) each map is scaled to [0, 1]:
 # $(M - \min M) / (\max M - \min M)$, per map. A constant map has no extent: return zeros for it.
 # Input and output `(B, h, w)`.
@@ -348,9 +397,8 @@ display(Markdown(
 #
 # ## More exercises
 # 1. Write the CAM for one class per image as a loop over units $k$ and check it against the einsum.
-# 2. Add the bias $b_c$ to the map. What changes in the upsampled map, and what in the box a
-#    20%-of-max rule would draw?
-# 3. Apply the ReLU that Grad-CAM uses to the CAM. When does it change the 20%-of-max box?
+# 2. Exercise 2 thresholded the map on its own grid. Upsample $M_c$ and $M_c + b_c$ to the image (bilinear) and
+#    draw both boxes by the paper's rule (`localize.boxes_from_maps`): how far apart are they?
 #
 # ## Questions
 # - Why does the identity $S_c = \mathrm{mean}(M_c) + b_c$ fail for a GMP network? What takes its place?

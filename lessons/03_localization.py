@@ -60,7 +60,7 @@ import numpy as np
 import torch
 from IPython.display import Markdown, display
 from scipy import ndimage
-from torchvision.ops import box_iou
+from torchvision.ops import box_area, box_iou
 
 from camlib import cam, config, localize, metrics, models, report, saliency, train, viz
 from camlib.data import make_synthetic
@@ -140,7 +140,10 @@ plt.tight_layout(); plt.show()
 # ### Exercise 1 — the largest component's box
 # Write the paper's rule for one map `(H, W)`: keep the pixels `>= fraction * max`, label the
 # 8-connected regions (`scipy.ndimage.label` with a 3×3 structure of ones), and return the
-# pixel-edge box `(x1, y1, x2, y2)` of the largest region as a float tensor of 4 values.
+# pixel-edge box `(x1, y1, x2, y2)` of the largest region as a float tensor of 4 values. If no pixel
+# is kept (a map with no positive value), there is no box: return `(0, 0, 0, 0)`, which overlaps
+# nothing, so the image counts as not localized (the convention of Choe et al.'s evaluation code,
+# and of `localize.boxes_from_maps`, the reference your function is checked against).
 
 # %% nbgrader={"grade": false, "grade_id": "03_largest_component_box", "locked": false, "schema_version": 3, "solution": true, "task": false}
 from camlib.exercises import check_box_iou, check_largest_component_box, check_topk_loc_error
@@ -151,7 +154,7 @@ def largest_component_box(cam_map, fraction):
     keep = m >= fraction * m.max()
     regions, n = ndimage.label(keep, structure=np.ones((3, 3)))
     if n == 0:
-        return torch.tensor([0.0, 0.0, float(m.shape[1]), float(m.shape[0])])
+        return torch.zeros(4)                      # nothing kept: no box
     sizes = np.bincount(regions.ravel())[1:]
     ys, xs = np.nonzero(regions == 1 + int(np.argmax(sizes)))
     return torch.tensor([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=torch.float32)
@@ -266,13 +269,14 @@ plt.tight_layout(); plt.show()
 
 # %% [markdown]
 # ### Exercise 3 — top-k localization error
-# Given the logits `(B, C)`, a box for *every* class of every image `(B, C, 4)`, the ground-truth
-# boxes (a list of `(N_i, 4)` tensors), the labels `(B,)` and `k`: an image is localized when one of
+# Given the logits `(B, C)`, a box for *every* class of every image `(B, C, 4)`, the labels `(B,)`,
+# the ground-truth boxes (a list of `(N_i, 4)` tensors) and `k` — the order of
+# `metrics.localization_error`, which the check compares with: an image is localized when one of
 # its `k` best classes is its label **and** that class's box has IoU ≥ 0.5 with one of its
 # ground-truth boxes. Return the fraction of images *not* localized.
 
 # %% nbgrader={"grade": false, "grade_id": "03_topk_loc_error", "locked": false, "schema_version": 3, "solution": true, "task": false}
-def topk_loc_error(logits, boxes_per_class, gt_boxes, labels, k):
+def topk_loc_error(logits, boxes_per_class, labels, gt_boxes, k):
     ### BEGIN SOLUTION
     top = logits.topk(k, dim=1).indices
     hits = 0
@@ -362,7 +366,6 @@ for name, r in evals.items():
 # %%
 cam_min, cam_max = gt_maps.amin(dim=(1, 2)), gt_maps.amax(dim=(1, 2))
 raw_equiv = (cam_min + 0.2 * (cam_max - cam_min)) / cam_max       # min-max 0.2 as a fraction of the raw max
-box_area = lambda b: ((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])).float()
 gt_area = box_area(val_set.boxes.reshape(-1, 4))                  # one true box per synthetic image
 raw_rule_acc = curve[list(fractions).index(0.2)]
 area_raw = float((box_area(localize.boxes_from_maps(gt_maps, threshold=0.2)) / gt_area).median())
@@ -467,19 +470,6 @@ report.claim(f"a fixed threshold can reorder methods: CAM and Grad-CAM (min-max 
 #   class activation map.
 
 # %%
-class FCHead(torch.nn.Module):
-    """The backbone of `models.small_cnn` with its last stride (8x8 maps), then fully connected layers."""
-    def __init__(self, num_classes, hidden=256):
-        super().__init__()
-        self.backbone = models.small_cnn(num_classes, strides=(1, 2, 1, 2, 2)).backbone
-        self.head = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64 * 8 * 8, hidden),
-                                        torch.nn.ReLU(inplace=True), torch.nn.Linear(hidden, num_classes))
-        self.name = "small-cnn-fc"
-    def forward(self, x):
-        f = self.backbone(x)
-        return models.CAMOutput(self.head(f), f)
-
-
 def train_like_lesson01(name, model):
     train.fit(model, train_set, make_synthetic(S01["n_val"], seed=cfg.seed + 1000), steps=S01["steps"],
               batch_size=S01["batch_size"], lr=2e-3, seed=cfg.seed, device=cfg.device,
@@ -492,7 +482,7 @@ net8 = train_like_lesson01("lesson03-gap-8x8", models.small_cnn(train_set.num_cl
 
 # %%
 torch.manual_seed(cfg.seed)
-net_fc = train_like_lesson01("lesson03-fc-head", FCHead(train_set.num_classes))
+net_fc = train_like_lesson01("lesson03-fc-head", models.SmallCNNFC(train_set.num_classes, image_size=W))
 
 # %%
 gt_maps8 = train.predict(net8, val_set, maps="label", size=(H, W), device=cfg.device)["maps"]
@@ -569,7 +559,8 @@ for k, r in table.items():
 # ImageNet: top-1 / top-5 localization error over 1000 classes, and GT-known box accuracy.
 
 # %%
-from camlib.data import IMAGENET_MEAN, IMAGENET_STD, RealPhotos
+from camlib.data import RealPhotos
+from camlib.data.memory import denormalize
 
 photos = RealPhotos(size=224)
 effnet = models.efficientnet_lite0().eval().to(cfg.device)
@@ -587,7 +578,7 @@ photo_res = {"top-1 loc err": metrics.localization_error(cl5.cpu(), bx5, lab_p, 
              "top-1 cls err": metrics.classification_error(lg.cpu(), lab_p, 1),
              "GT-known box acc": metrics.gt_known_accuracy(bxgt, gt_p)}
 print({k: round(v, 3) for k, v in photo_res.items()})
-shown = xb.cpu() * torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) + torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+shown = denormalize(xb.cpu(), effnet.input_mean, effnet.input_std)     # the model's own normalization, undone
 fig, axes = plt.subplots(1, len(photos), figsize=(2.6 * len(photos), 2.8))
 for j in range(len(photos)):
     viz.show_map(shown[j], mpgt[j, 0].cpu(), ax=axes[j], boxes=[gt_p[j][0], bxgt[j]], colorbar=True,
@@ -635,13 +626,11 @@ def ilsvrc_benchmark():
         config.skip_real_data("ILSVRC 2012 validation is not in place; where to put it follows.")
         print(e)
         return None
-    try:
-        base = models.torchvision_model("resnet50", weights="IMAGENET1K_V1")
+    try:  # torchvision's ResNet-50 as it is: already GAP + one linear layer, so a CAMNet with no surgery
+        rn = models.pretrained_classifier("resnet50", weights="IMAGENET1K_V1", who="lesson 03")
     except models.WeightsDownloadError as e:  # no network: one sentence says which file and where it goes
         config.skip_real_data(str(e))
         return None
-    rn = models.CAMNet(torch.nn.Sequential(*list(base.children())[:-2]), 2048, 1000, "gap", name="resnet50-torchvision")
-    rn.classifier = base.fc
     res = recipes.evaluate_stream(rn, val, device=cfg.device, limit=S.get("ilsvrc_limit"))
     print(f"ILSVRC val, torchvision ResNet-50 (7x7 maps), {res['images']} images: top-1 loc err "
           f"{res['top-1 loc err']:.4f}, top-5 loc err {res['top-5 loc err']:.4f}, MaxBoxAccV2 {res['MaxBoxAccV2']:.4f}"
@@ -652,8 +641,6 @@ def ilsvrc_benchmark():
 ilsvrc_result = ilsvrc_benchmark()
 
 # %%
-from IPython.display import Markdown, display
-
 display(Markdown(
     "## Summary: what we measured\n"
     f"- On {N} synthetic validation images, top-1 / top-5 localization error: CAM "

@@ -63,7 +63,7 @@ import numpy as np
 import torch
 from IPython.display import Markdown, display
 
-from camlib import cam, config, features, localize, metrics, models, report, saliency, train, twostage, viz
+from camlib import cam, config, features, localize, metrics, models, report, saliency, train, twostage, units, viz
 from camlib.data import SyntheticSpec, make_synthetic
 from camlib.data.digits import DigitSpec, make_digit_scenes
 from camlib.data.scenes import SceneSpec, make_scenes
@@ -145,6 +145,33 @@ with torch.no_grad():
 print("SVM decision function:\n", svm_scores.numpy().round(3))
 print("the probe network's logits:\n", logits.numpy().round(3))
 gap_err = float((logits - svm_scores).abs().max())
+
+# %% [markdown]
+# ### Exercise 1 — fold the standardization into the map
+# This is the fold `fit_probe` did for you. scikit-learn's SVM saw standardized features
+# $(F_k - \mu_k)/s_k$ (`mean`, `scale` as a `StandardScaler` keeps them) and scores class $c$ as
+# $\sum_k w_k^c (F_k - \mu_k)/s_k + b_c$, with `coef` $(C, K)$ and `intercept` $(C,)$: NumPy arrays.
+# Write the map on the **raw** feature maps whose mean over the locations is that score, for the
+# class `classes[b]` of each image:
+# `standardized_cam(features (B, K, h, w), coef, intercept, mean, scale, classes (B,)) -> (B, h, w)`.
+# Decide what happens to each of $w$, $\mu$, $s$ and $b$ — which belong to every location, and
+# which to the constant?
+
+# %% nbgrader={"grade": false, "grade_id": "05_standardized_cam", "locked": false, "schema_version": 3, "solution": true, "task": false}
+from camlib.exercises import check_standardized_cam
+
+def standardized_cam(features, coef, intercept, mean, scale, classes):
+    ### BEGIN SOLUTION
+    coef, intercept, mean, scale = (torch.as_tensor(a, dtype=features.dtype) for a in (coef, intercept, mean, scale))
+    weight = coef / scale                                  # acts on the raw features
+    bias = intercept - (coef * mean / scale).sum(1)        # the means are a constant: into the bias
+    maps = torch.einsum("bkhw,bk->bhw", features, weight[classes])
+    return maps + bias[classes][:, None, None]
+    ### END SOLUTION
+
+
+# %%
+check_standardized_cam(standardized_cam)
 
 # %% [markdown]
 # Now the maps: the SVM's weights on the frozen feature maps, boxed with the paper's rule. On the
@@ -281,6 +308,30 @@ detector = features.fit_probe(d_train["features"], d_train["labels"], C=S["digit
 det_acc = detector.accuracy(d_test["features"], d_test["labels"])
 print(f"digit / no digit: test accuracy {det_acc:.3f} ({len(digits_test)} images, "
       f"{int(digits_test.labels.sum())} with a digit)")
+print(f"the SVM's coef_ has shape {detector.svm.coef_.shape} for its classes {detector.svm.classes_.tolist()}")
+
+# %% [markdown]
+# ### Exercise 2 — two classes, one row
+# The detector has two classes, and for two classes scikit-learn's `LinearSVC` keeps **one** weight
+# vector: `detector.svm.coef_` has shape `(1, K)` (printed above), the score of class 1
+# (`classes_[1]`, "digit"). Write the CAM of class `classes[b]` for each image from `coef` as
+# scikit-learn gives it — `(C, K)` for $C \ge 3$ classes, `(1, K)` for two — a float64 NumPy array:
+# `probe_cam(features (B, K, h, w), coef, classes (B,)) -> (B, h, w)`, no bias, no ReLU.
+
+# %% nbgrader={"grade": false, "grade_id": "05_probe_cam", "locked": false, "schema_version": 3, "solution": true, "task": false}
+from camlib.exercises import check_probe_cam
+
+def probe_cam(features, coef, classes):
+    ### BEGIN SOLUTION
+    w = torch.as_tensor(coef, dtype=features.dtype)
+    if w.shape[0] == 1:                     # two classes: one row scores class 1; class 0's is its negative
+        w = torch.cat([-w, w])
+    return torch.einsum("bkhw,bk->bhw", features, w[classes])
+    ### END SOLUTION
+
+
+# %%
+check_probe_cam(probe_cam)
 
 # %% [markdown]
 # The detector's CAM is the map of its "digit" row, boxed by **the paper's rule** (20% of the
@@ -374,9 +425,9 @@ maps_s = p["maps"]                                              # (N, H, W): eac
 objects = scenes_test.extras["object_masks"]                    # (N, M, H, W); slot 0 = informative
 present = scenes_test.extras["object_kinds"] >= 0
 tol = S["tolerance"]            # a map cell is 4 px: count a peak within `tol` px of an object as on it
-grown = torch.nn.functional.max_pool2d(objects.float(), 2 * tol + 1, 1, tol) > 0
-peak = maps_s.flatten(1).argmax(1)
-peak_on = grown.flatten(2).gather(2, peak[:, None, None].expand(-1, objects.shape[1], 1))[..., 0]
+# (N, M): does each scene's map peak on (within tol px of) its object m?
+peak_on = torch.stack([units.peak_on_mask(maps_s[:, None], objects[:, m], tolerance=tol)[:, 0]
+                       for m in range(objects.shape[1])], 1)
 peak_informative = float(peak_on[:, 0].float().mean())
 peak_common = float(peak_on[:, 1:].any(1).float().mean())
 positive = maps_s.clamp_min(0)
@@ -434,9 +485,9 @@ c_acc = c_probe.accuracy(c_test["features"], concept(scenes_test))
 has = torch.nonzero(concept(scenes_test) == 1)[:, 0]
 c_maps = cam.upsample(features.probe_cams(c_test["maps"][has], c_probe, 1)[:, 0], scenes_test.image_size)
 plus_mask = (objects[has] & (scenes_test.extras["object_kinds"][has] == PLUS)[:, :, None, None]).any(1)
+c_peak = float(units.peak_on_mask(c_maps[:, None], plus_mask, tolerance=tol).float().mean())
 plus_grown = torch.nn.functional.max_pool2d(plus_mask[:, None].float(), 2 * tol + 1, 1, tol)[:, 0] > 0
-c_peak = float(plus_grown.flatten(1).gather(1, c_maps.flatten(1).argmax(1, keepdim=True)).float().mean())
-c_chance = float(plus_grown.float().mean())
+c_chance = float(plus_grown.float().mean())          # a random pixel's chance to lie within tol px of a plus
 fig, axes = plt.subplots(1, 8, figsize=(15, 2.3))
 for j in range(8):
     i = int(has[j])
@@ -473,28 +524,13 @@ print(f"(observation, not a claim: concept accuracy {c_acc:.3f}, peak on a plus 
 def gpu_generic_features():
     if not config.real_data_ready(cfg, "The real-dataset table (Caltech-101, Flowers-102, Pets)"):
         return None
-    import torch.nn as nn
-    from torchvision.models import googlenet, resnet50
-    from torchvision.models.feature_extraction import create_feature_extractor
     from camlib.data.transfer import transfer_datasets
 
-    class Trunk(nn.Module):
-        """The pretrained network up to its last conv block (before its GAP and linear layer)."""
-        def __init__(self, base, node):
-            super().__init__()
-            self.body = create_feature_extractor(base, {node: "f"})
-        def forward(self, x):
-            return self.body(x)["f"]
-
-    def backbone(name):
-        base = {"googlenet": googlenet, "resnet50": resnet50}[name](weights="DEFAULT").eval()
-        node, k = {"googlenet": ("inception5b", 1024), "resnet50": ("layer4", 2048)}[name]
-        return features.freeze(models.CAMNet(Trunk(base, node), k, 1000, "gap", name=name).to(cfg.device))
-
-    try:
-        nets = {b: backbone(b) for b in ("googlenet", "resnet50")}
-    except Exception as e:  # no network: the weights cannot be downloaded
-        config.skip_real_data(f"torchvision's ImageNet weights could not be loaded ({type(e).__name__}: {e}).")
+    try:   # torchvision's classifiers as they are: GAP + one linear layer, so they are CAM networks already
+        nets = {b: features.freeze(models.pretrained_classifier(b, weights="DEFAULT").to(cfg.device))
+                for b in ("googlenet", "resnet50")}
+    except models.WeightsDownloadError as e:  # no network: one sentence says which file and where it goes
+        config.skip_real_data(str(e))
         return None
     sets, failed = transfer_datasets(download=True)
     for why in failed.values():
@@ -527,26 +563,7 @@ def gpu_generic_features():
 generic_table = gpu_generic_features()
 
 # %% [markdown]
-# ### Exercise 1 — a CAM from the probe's weights
-# The linear SVM's `coef_` (a NumPy array `(C, K)`) plays the role of the classifier weights.
-# Write the map of one class per image from the frozen features `(B, K, h, w)`:
-# $M(x,y)=\sum_k w_k^{c_b} f_{b,k}(x,y)$, returning `(B, h, w)` (a float tensor like the features).
-
-# %% nbgrader={"grade": false, "grade_id": "05_probe_cam", "locked": false, "schema_version": 3, "solution": true, "task": false}
-from camlib.exercises import check_probe_cam
-
-def probe_cam(feats, svm_coef, classes):
-    ### BEGIN SOLUTION
-    w = torch.as_tensor(svm_coef, dtype=feats.dtype, device=feats.device)[classes]
-    return torch.einsum("bkhw,bk->bhw", feats, w)
-    ### END SOLUTION
-
-
-# %%
-check_probe_cam(probe_cam)
-
-# %% [markdown]
-# **Exercise 2.** Why must the new classifier be *linear* on the GAP features for its weights to
+# **Exercise 3 (written).** Why must the new classifier be *linear* on the GAP features for its weights to
 # give a class activation map? What breaks with a two-layer MLP probe?
 #
 # <!-- BEGIN SOLUTION -->
@@ -603,14 +620,13 @@ display(Markdown(
 #    change, and why? Then probe the shape scenes with EfficientNet-Lite0's features (ImageNet):
 #    does the new cue transfer from features trained on many cues?
 # 2. Fit the probe without standardizing the features (`standardize=False`). What happens to the
-#    accuracy and to the maps? Why does standardizing change the CAM weights?
+#    accuracy and to the maps (compare their peaks with the standardized probe's)?
 # 3. Train the digit detector with 10 classes (which digit, or none) instead of 2. Do the maps of
 #    different digits differ?
 # 4. Make one common object appear more often in one scene category than in the others (a
 #    correlated but not decisive object). Does its share of the map grow?
 #
 # ## Questions
-# - Why must the new classifier be *linear* on the GAP features for its weights to give a CAM?
 # - The probe on untrained features still classifies the new classes well above chance. What
 #   could it be using, and why does that not localize?
 # - What does the text detector of the paper learn that a detector trained with boxes would not

@@ -106,12 +106,57 @@ ranked = units.rank_units(W)                     # (C, K): each class's units, b
 c = 0
 fig, ax = plt.subplots(figsize=(9, 2.6))
 ax.bar(np.arange(K), W[c, ranked[c]].numpy(), color=["tab:red"] * S["top_k"] + ["tab:gray"] * (K - S["top_k"]))
-ax.set_xlabel(f"units, ranked by their weight for class {c} ({test_set.class_names[c]})")
+ax.set_xlabel(f"rank of the unit for class {c} ({test_set.class_names[c]}), 0 = largest weight")
 ax.set_ylabel("$w_k^c$"); ax.axhline(0, color="k", lw=0.5)
+ax.legend(handles=[plt.Rectangle((0, 0), 1, 1, color="tab:red"), plt.Rectangle((0, 0), 1, 1, color="tab:gray")],
+          labels=[f"the top {S['top_k']} units (followed below)", "the other units"], fontsize=8)
 plt.show()
 print("top units per class:")
 for cls in range(W.shape[0]):
     print(f"  {test_set.class_names[cls]:>28s}: {ranked[cls, :S['top_k']].tolist()}")
+
+# %% [markdown]
+# ### Exercise 1 — ranking units
+# The paper ranks the units of the last conv layer by their weight for a class (what
+# `units.rank_units` did above). Given the classifier weight `(C, K)`, a class `c` and `k`, return the
+# indices of the `k` units with the largest $w_k^c$ (the signed weight), largest first.
+
+# %% nbgrader={"grade": false, "grade_id": "06_rank_units", "locked": false, "schema_version": 3, "solution": true, "task": false}
+from camlib.exercises import check_rank_units
+
+def rank_units(weight, c, k):
+    ### BEGIN SOLUTION
+    return torch.argsort(weight[c], descending=True)[:k]
+    ### END SOLUTION
+
+
+# %%
+check_rank_units(rank_units)
+
+# %% [markdown]
+# ### Exercise 2 — how much of the score do the top units carry?
+# A weight says how much a unit *could* add to the score; what it adds on an image is
+# $w_k^c F_k$, where $F_k$ is the global average of unit $k$'s map. Write
+# `top_units_share(features, weight, c, k)`: `features` are the last conv layer's maps `(N, K, h, w)`,
+# `weight` the classifier `(C, K)`. For each image return the share of class $c$'s score
+# $S_c = \sum_k w_k^c F_k$ (no bias) that class $c$'s top-`k` units — ranked by their signed weight, as in
+# Exercise 1, the same units for every image — give: $\sum_{k \in \mathrm{top}} w_k^c F_k \,/\, S_c$, a
+# tensor `(N,)`. (A share above 1 is possible: the other units may pull the score down.)
+
+# %% nbgrader={"grade": false, "grade_id": "06_top_units_share", "locked": false, "schema_version": 3, "solution": true, "task": false}
+from camlib.exercises import check_top_units_share
+
+def top_units_share(features, weight, c, k):
+    ### BEGIN SOLUTION
+    F = features.mean(dim=(2, 3))                       # (N, K): GAP
+    contrib = F * weight[c]                             # (N, K): w_k^c F_k
+    top = torch.argsort(weight[c], descending=True)[:k]
+    return contrib[:, top].sum(1) / contrib.sum(1)
+    ### END SOLUTION
+
+
+# %%
+check_top_units_share(top_units_share)
 
 # %% [markdown]
 # ## What a top unit sees
@@ -140,7 +185,7 @@ def show_top_units(model, data, cls, unit_ids, n, patch, title, images=None):
         lo, hi = float(umaps.min()), float(umaps.max())         # one colour scale per unit (row)
         for j in range(n):
             viz.show_map(imgs[idx[j]], umaps[j], ax=axes[r, j], alpha=0.45, vmin=lo, vmax=hi, colorbar=(j == n - 1),
-                         colorbar_label=f"unit {int(u)}", boxes=[boxes[r, j]], box_colors=("yellow",),
+                         colorbar_label=f"unit {int(u)} activation", boxes=[boxes[r, j]], box_colors=("yellow",),
                          box_labels=["receptive field at the unit's peak"], legend=(r == len(unit_ids) - 1 and j == 0))
         axes[r, 0].set_title(f"unit {int(u)}", loc="left", fontsize=8)
     fig.suptitle(title, fontsize=10)
@@ -154,7 +199,8 @@ for cls in S["show_classes"]:
                    f"class {cls} ({test_set.class_names[cls]}): its top {S['top_k']} units, most activating test images")
 
 # %% [markdown]
-# Each row is one unit: its map over each image (one colour scale per row), and the receptive
+# Each row is one unit: its map over each image (its raw activation, not normalized, on one colour
+# scale per row: the bar at the row's end), and the receptive
 # field at its peak in yellow. Do the boxes sit on heads of one colour, or on one stripe direction?
 # If so the units are colour and texture detectors, and a class's top units the detectors of *its*
 # colour and *its* stripes. Looking at a few images is not evidence; the next section counts.
@@ -200,7 +246,8 @@ for ax, rnd, top, what in ((axes[0], random_part, top_part, "the discriminative 
                            (axes[1], random_object, top_object, "the object")):
     ax.hist(rnd, bins=30, color="tab:gray", label=f"{S['top_k']} random units per class")
     ax.axvline(top, color="tab:red", lw=2, label=f"top {S['top_k']} units by $w_k^c$")
-    ax.set_xlabel(f"fraction of peaks on {what}"); ax.legend(fontsize=7)
+    ax.set_xlabel(f"fraction of peaks on {what}"); ax.set_ylabel(f"random draws (of {S['n_random']})")
+    ax.legend(fontsize=7)
 plt.tight_layout(); plt.show()
 
 # %% [markdown]
@@ -211,11 +258,37 @@ plt.tight_layout(); plt.show()
 # %%
 fig, ax = plt.subplots(figsize=(4.5, 3.2))
 rate_c = part_hits[labels == c].mean(0)
-ax.scatter(W[c].numpy(), rate_c.numpy(), s=12)
+ax.scatter(W[c].numpy(), rate_c.numpy(), s=12, label=f"each of the {K} units")
 ax.scatter(W[c, ranked[c, :S["top_k"]]].numpy(), rate_c[ranked[c, :S["top_k"]]].numpy(), s=30, color="tab:red",
-           label="top units")
-ax.set_xlabel(f"$w_k^c$ (class {c})"); ax.set_ylabel("peaks on the head"); ax.legend(fontsize=8)
+           label=f"the top {S['top_k']} units")
+ax.set_xlabel(f"$w_k^c$ (class {c})"); ax.set_ylabel(f"share of class-{c} images\nwhose peak is on the head")
+ax.legend(fontsize=8)
 plt.show()
+
+# %% [markdown]
+# ### Exercise 3 — a unit's IoU with an object, over a dataset (network dissection)
+# A hit above asks only where a unit's *maximum* falls. Network dissection (Bau et al., 2017) asks how
+# well the unit's whole high-activation region overlaps a concept's masks. Its two rules differ from
+# the CAM box's: the unit gets **one** threshold $T$ for the whole dataset — the $(1 - \text{top})$
+# quantile of all its activations over all images and pixels, so an image where the unit barely fires
+# may have no region at all — and the IoU is **one ratio over the dataset**:
+# $\sum_i |R_i \cap M_i| \,/\, \sum_i |R_i \cup M_i|$, where $R_i$ is where the unit's map on image $i$ is
+# above $T$. Write `dissection_iou(acts, masks, top)`: `acts` `(N, H, W)` are one unit's maps already
+# upsampled to the masks' size, `masks` `(N, H, W)` bool; return a float.
+
+# %% nbgrader={"grade": false, "grade_id": "06_dissection_iou", "locked": false, "schema_version": 3, "solution": true, "task": false}
+from camlib.exercises import check_dissection_iou
+
+def dissection_iou(acts, masks, top):
+    ### BEGIN SOLUTION
+    T = torch.quantile(acts.flatten().double(), 1 - top)
+    region = acts > T
+    return float((region & masks).sum() / (region | masks).sum())
+    ### END SOLUTION
+
+
+# %%
+check_dissection_iou(dissection_iou)
 
 # %% [markdown]
 # ### Checks
@@ -255,6 +328,7 @@ report.claim("the top units peak on the object far more often than random units"
 
 # %%
 from camlib.data import IMAGENET_MEAN, IMAGENET_STD
+from camlib.data.memory import denormalize
 from camlib.data.photos import PastedPhotos, RealPhotos
 
 photos = RealPhotos(size=S["image_size"])                                   # 7 photos, boxes drawn by hand
@@ -309,7 +383,8 @@ for ax, col, top, what in ((axes[0], 0, hit_imagenet, "units whose hardest image
                            (axes[1], 1, inbox_top, "peaks inside the object's box")):
     ax.hist(rand_real[:, col], bins=30, color="tab:gray", label=f"{S['top_k_imagenet']} random units per class")
     ax.axvline(top, color="tab:red", lw=2, label=f"top {S['top_k_imagenet']} units by $w_k^c$")
-    ax.set_xlabel(f"share of {what}", fontsize=8); ax.legend(fontsize=7)
+    ax.set_xlabel(f"share of {what}", fontsize=8); ax.set_ylabel(f"random draws (of {S['n_random']})", fontsize=8)
+    ax.legend(fontsize=7)
 plt.tight_layout(); plt.show()
 display(Markdown(
     f"Over {len(x)} images ({len(photos)} photos, {len(pasted)} pasted), a class's top-{S['top_k_imagenet']} units "
@@ -325,11 +400,13 @@ display(Markdown(
       f"({len(photos) * S['top_k_imagenet']} units)."))
 
 # %% [markdown]
-# And what they see: for a few classes, each top unit's map over the image where it fires hardest
-# (one colour scale per unit, the class's object boxed in green where it is on that image).
+# And what they see: for a few classes, each top unit's map over the image where it fires hardest.
+# The colours are the unit's raw activation, not normalized, each map with its own colour bar
+# (EfficientNet-Lite0's ReLU6 caps activations at 6, so strong units all reach about 6); the class's
+# object is boxed in green where it is on that image.
 
 # %%
-shown_i = x * torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) + torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+shown_i = denormalize(x, IMAGENET_MEAN, IMAGENET_STD)          # back to [0, 1] for display
 for i in S["imagenet_show"]:
     cls = int(photo_labels[i])
     top_u = units.rank_units(Wi, cls, k=4)
@@ -338,7 +415,7 @@ for i in S["imagenet_show"]:
         j = int(best_img[u])
         own = int(img_labels[j]) == cls
         viz.show_map(shown_i[j], fmaps[j, u], ax=ax, alpha=0.5, boxes=[img_boxes[j]] if own else [],
-                     box_labels=[f"{names[cls]}"], colorbar_label=f"unit {u}", legend=own,
+                     box_labels=[f"the {names[cls]}'s box"], colorbar_label=f"unit {u} activation", legend=own,
                      title=f"unit {u} on '{img_names[j]}'")
         ax.title.set_fontsize(8)
     fig.suptitle(f"top units of '{names[cls]}' (w = {', '.join(f'{Wi[cls, u]:.2f}' for u in top_u)})", fontsize=10)
@@ -371,16 +448,11 @@ report.claim(f"EfficientNet-Lite0: on a class's images, its top-{S['top_k_imagen
 def gpu_units():
     if not config.real_data_ready(cfg, "The ResNet-50 / ILSVRC units"):
         return
-    import torch.nn as nn
-    from torchvision.models import resnet50
-    try:
-        base = resnet50(weights="DEFAULT")
-    except Exception as e:  # no network: the weights cannot be downloaded
-        config.skip_real_data(f"torchvision's ResNet-50 weights could not be loaded ({type(e).__name__}: {e}).")
+    try:   # torchvision's ResNet-50 as it is: its own GAP and fc layer are the CAM head
+        rnet = features.freeze(models.pretrained_classifier("resnet50", weights="DEFAULT", who="lesson 06").to(cfg.device))
+    except models.WeightsDownloadError as e:  # no network: the weights cannot be downloaded
+        config.skip_real_data(f"resnet50: {e}")
         return
-    rnet = models.CAMNet(nn.Sequential(*list(base.children())[:-2]), 2048, 1000, "gap", name="resnet50")
-    rnet.classifier = base.fc
-    rnet = features.freeze(rnet.to(cfg.device))
     from camlib.data.common import DatasetNotFoundError
     from camlib.data.ilsvrc import ILSVRCVal
     try:
@@ -403,10 +475,10 @@ def gpu_units():
             with torch.no_grad():
                 umaps = rnet(imgs.to(cfg.device)).features[:, u].float().cpu()      # unit u's map on each image
             lo, hi = float(umaps.min()), float(umaps.max())                          # one scale per unit (row)
-            shown = imgs * torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1) + torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+            shown = denormalize(imgs, IMAGENET_MEAN, IMAGENET_STD)
             for j in range(n_img):
                 viz.show_map(shown[j], umaps[j], ax=axes[r, j], alpha=0.55, vmin=lo, vmax=hi, colorbar=(j == n_img - 1),
-                             colorbar_label=f"unit {u}")
+                             colorbar_label=f"unit {u} activation")
             axes[r, 0].set_title(f"unit {u}", loc="left", fontsize=8)
         fig.suptitle(f"ResNet-50: top units of '{names[cls]}', their maps on their most activating of {len(sub)} images")
         plt.tight_layout(); plt.show()
@@ -415,25 +487,7 @@ def gpu_units():
 gpu_units()
 
 # %% [markdown]
-# ### Exercise 1 — ranking units
-# The paper ranks the units of the last conv layer by their weight for a class. Given the classifier
-# weight `(C, K)`, a class `c` and `k`, return the indices of the `k` units with the largest
-# $w_k^c$, largest first.
-
-# %% nbgrader={"grade": false, "grade_id": "06_rank_units", "locked": false, "schema_version": 3, "solution": true, "task": false}
-from camlib.exercises import check_rank_units
-
-def rank_units(weight, c, k):
-    ### BEGIN SOLUTION
-    return torch.argsort(weight[c], descending=True)[:k]
-    ### END SOLUTION
-
-
-# %%
-check_rank_units(rank_units)
-
-# %% [markdown]
-# **Exercise 2.** Ranking by the absolute value $|w_k^c|$ would also pick strongly *negative*
+# **Exercise 4.** Ranking by the absolute value $|w_k^c|$ would also pick strongly *negative*
 # units. What do those units detect, and why are they not "the parts a class relies on"?
 #
 # <!-- BEGIN SOLUTION -->

@@ -247,3 +247,15 @@ def test_fit_compile_flag_compiles_the_training_model(tmp_path, monkeypatch):
     assert seen == [model]
     keys = set(train.load_checkpoint(tmp_path / "c.pt")["model"])
     assert keys == set(model.state_dict()) and not any("_orig_mod" in k for k in keys)
+
+
+def test_the_augmenters_multiply_add_is_the_one_normalization():
+    from camlib.data.memory import IMAGENET_MEAN, IMAGENET_STD, denormalize, normalize
+    same = GPUAugment(24, mode="resize", flip=0.0, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    x2 = torch.randint(0, 256, (2, 3, 24, 24), dtype=torch.uint8)
+    assert torch.allclose(same.apply({"image": x2}, same.draw(2, 24, 24))["image"],
+                          normalize(x2, IMAGENET_MEAN, IMAGENET_STD), atol=1e-5)
+    assert torch.allclose(denormalize(normalize(x2, IMAGENET_MEAN, IMAGENET_STD), IMAGENET_MEAN, IMAGENET_STD),
+                          x2.float() / 255, atol=1e-6)
+    with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):
+        normalize(x2[0], IMAGENET_MEAN, IMAGENET_STD)

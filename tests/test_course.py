@@ -115,6 +115,19 @@ def test_rebuilding_one_lesson_keeps_the_others_rows(built, tmp_path):
 
 
 @pytest.mark.slow
+def test_two_lessons_at_once_give_the_same_report(built, tmp_path):
+    out = tmp_path / "out"
+    runs = course.build(built["lessons"], out, profile="smoke", timeout=120, jobs=2, echo=lambda m: None)
+    assert [r.name for r in runs] == ["00_good", "01_broken"] and [r.ok for r in runs] == [True, False]
+    rows = [json.loads(x) for x in (out / "claims.jsonl").read_text().splitlines()]
+    assert sorted(r["lesson"] for r in rows) == sorted(json.loads(x)["lesson"] for x in
+                                                       (built["out"] / "claims.jsonl").read_text().splitlines())
+    assert "| 01_broken | **FAILED** |" in (out / "REPORT.md").read_text()
+    with pytest.raises(ValueError, match="jobs must be a positive int"):
+        course.build(built["lessons"], out, jobs=0, echo=lambda m: None)
+
+
+@pytest.mark.slow
 def test_bad_arguments_are_refused(built, tmp_path):
     with pytest.raises(ValueError, match="no lesson numbered"):
         course.find_lessons(built["lessons"], ["07"])

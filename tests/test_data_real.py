@@ -23,11 +23,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import fixtures_real as fx  # noqa: E402
 
 from camlib.data import common  # noqa: E402
-from camlib.data.common import (DatasetNotFoundError, collate_samples, data_root,  # noqa: E402
+from camlib.data.archives import UnsafeArchiveError, extract_archive  # noqa: E402
+from camlib.data.common import (DatasetNotFoundError, collate_samples,  # noqa: E402
                                 eval_transform, make_sample, train_transform)
 from camlib.data.cub import CUB200  # noqa: E402
-from camlib.data.download import (ChecksumError, DownloadError, UnsafeArchiveError,  # noqa: E402
-                                  download_url, extract_archive)
+from camlib.data.download import ChecksumError, DownloadError, download_url  # noqa: E402
 from camlib.data.ilsvrc import ILSVRCVal, parse_loc_csv  # noqa: E402
 from camlib.data.pets import OxfordPets, mask_to_box, trimap_to_mask  # noqa: E402
 from camlib.data.photos import RealPhotos, load_photo, read_annotations  # noqa: E402
@@ -204,11 +204,12 @@ def test_extract_zip_checks(tmp_path):
 
 # ============================================================================ common
 
-def test_data_root_follows_env(monkeypatch, tmp_path):
+def test_data_dir_follows_env(monkeypatch, tmp_path):
+    from camlib.config import data_dir
     monkeypatch.setenv("CAMLIB_DATA", str(tmp_path))
-    assert data_root() == tmp_path
+    assert data_dir() == tmp_path
     monkeypatch.delenv("CAMLIB_DATA")
-    assert data_root() == Path(common.__file__).resolve().parents[2] / "data"
+    assert data_dir() == Path(common.__file__).resolve().parents[2] / "data"
 
 
 def test_make_sample_checks_and_scales_boxes():

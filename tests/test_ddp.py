@@ -15,7 +15,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from camlib import distributed, models, train
+from camlib import batches, distributed, models, train
 from camlib.data import make_synthetic
 from camlib.data.augment import GPUAugment
 
@@ -107,7 +107,7 @@ def test_two_process_ddp_matches_one_process(tmp_path):
 
     # each rank got its half of the single-process batch
     for step in range(6):
-        idx = train._batch_indices(128, 32, 2, step)
+        idx = batches.batch_indices(128, 32, 2, step)
         assert torch.equal(r0["seen"][step], tr.labels[idx[:16]]) and torch.equal(r1["seen"][step], tr.labels[idx[16:]])
 
     # evaluation gathered across ranks: every image once, in order, on both ranks

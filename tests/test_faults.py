@@ -10,7 +10,6 @@ import os
 import sys
 import tarfile
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -24,11 +23,12 @@ import fixtures_real as fx  # noqa: E402
 from camlib import models, train  # noqa: E402
 from camlib.data import make_synthetic  # noqa: E402
 from camlib.data import download as dl  # noqa: E402
+from camlib.data.archives import (CorruptArchiveError, UnsafeArchiveError, extract_archive,  # noqa: E402
+                                  extraction_marker)
 from camlib.data.cache import build_cache, cache_path, cached, check_cache, open_cache  # noqa: E402
 from camlib.data.common import BadImageError, DatasetNotFoundError  # noqa: E402
 from camlib.data.cub import CUB200, CUB_URL, SEGMENTATIONS_URL  # noqa: E402
-from camlib.data.download import (CorruptArchiveError, DownloadError, UnsafeArchiveError,  # noqa: E402
-                                  download_url, extract_archive, extraction_marker)
+from camlib.data.download import DownloadError, download_url  # noqa: E402
 
 torch.set_num_threads(1)
 PAYLOAD = bytes(np.random.default_rng(7).integers(0, 256, 200_000, dtype=np.uint8))

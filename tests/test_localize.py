@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import torch
 from scipy import ndimage
+from torchvision.ops import box_iou
 
 from camlib import _components, cam
 from camlib import localize as L
@@ -176,19 +177,23 @@ def test_largest_with_many_ties_matches_reference(backend):
         lab, n = ndimage.label(mask, structure=EIGHT)
         comps = [(s[1].start, s[0].start, s[1].stop, s[0].stop, int((lab == i + 1).sum()))
                  for i, s in enumerate(ndimage.find_objects(lab))]
-        assert tuple(boxes[b].long().tolist()) == (ref_largest(comps) if n else (0, 0, 9, 7))
+        assert tuple(boxes[b].long().tolist()) == (ref_largest(comps) if n else (0, 0, 0, 0))
 
 
 @pytest.mark.parametrize("backend", ["numpy", "torch"])
-def test_degenerate_maps_get_the_whole_image_never_nan(backend):
+def test_no_pixel_kept_gives_the_empty_box_never_nan(backend):
+    # Choe et al.'s convention: no kept pixel, no box -- (0, 0, 0, 0), which overlaps nothing
     maps = torch.stack([torch.zeros(4, 6), torch.full((4, 6), -3.0), torch.full((4, 6), 2.0),
                         -torch.rand(4, 6) - 0.1])
     boxes = L.boxes_from_maps(maps, backend=backend)
-    assert torch.equal(boxes, torch.tensor([[0.0, 0.0, 6.0, 4.0]] * 4))
+    empty, whole = [0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 6.0, 4.0]
+    assert boxes.tolist() == [empty, empty, whole, empty]       # a constant positive map keeps every pixel
     assert not bool(L.threshold_maps(maps[1]).any())            # max <= 0: no evidence
     absolute = L.boxes_from_maps(torch.rand(2, 5, 5), threshold=2.0, relative=False, backend=backend)
-    assert torch.equal(absolute, torch.tensor([[0.0, 0.0, 5.0, 5.0]] * 2))
+    assert absolute.tolist() == [empty] * 2
     assert torch.isfinite(boxes).all()
+    assert float(box_iou(boxes[:1], torch.tensor([[0.0, 0.0, 6.0, 4.0]]))) == 0.0   # never counted as found
+    assert L.largest_component_boxes(torch.zeros(1, 3, 3, dtype=torch.bool), backend=backend).tolist() == [empty]
 
 
 @pytest.mark.parametrize("backend", ["numpy", "torch"])
@@ -207,7 +212,7 @@ def test_absolute_threshold_and_batch_matches_single(backend):
         lab, n = ndimage.label(maps[b].double().numpy() >= thr, structure=EIGHT)
         comps = [(s[1].start, s[0].start, s[1].stop, s[0].stop, int((lab == i + 1).sum()))
                  for i, s in enumerate(ndimage.find_objects(lab))]
-        want = ref_largest(comps) if n else (0, 0, 16, 20)
+        want = ref_largest(comps) if n else (0, 0, 0, 0)   # nothing kept: the empty box
         assert tuple(absolute[b].long().tolist()) == want
 
 
@@ -220,7 +225,7 @@ def test_mask_helpers():
     assert boxes.tolist() == [[2.0, 4.0, 9.0, 7.0], [1.0, 1.0, 3.0, 3.0]]
     assert areas.tolist() == [20, 4]
     assert L.largest_component_boxes(mask[None]).tolist() == [[2.0, 4.0, 9.0, 7.0]]
-    assert L.largest_component_boxes(torch.zeros(1, 3, 4, dtype=torch.bool)).tolist() == [[0.0, 0.0, 4.0, 3.0]]
+    assert L.largest_component_boxes(torch.zeros(1, 3, 4, dtype=torch.bool)).tolist() == [[0.0, 0.0, 0.0, 0.0]]
     empty_boxes, empty_areas = L.component_boxes(torch.zeros(3, 3, dtype=torch.bool))
     assert empty_boxes.shape == (0, 4) and empty_areas.shape == (0,)
     box_mask = L.boxes_to_masks(torch.tensor([[2.0, 4.0, 9.0, 7.0]]), 7, 9)
@@ -234,7 +239,7 @@ def test_heuristic_boxes_loose_then_tight():
     m[8:12, 9:13] = 1.0            # a strong core: the only part above 100/255 and 110/255
     boxes = L.heuristic_boxes(m)
     assert boxes.tolist() == [[3.0, 2.0, 17.0, 18.0], [9.0, 8.0, 13.0, 12.0], [9.0, 8.0, 13.0, 12.0]]
-    assert torch.equal(L.heuristic_boxes(torch.ones(2, 4, 5)), torch.tensor([[[0.0, 0.0, 5.0, 4.0]] * 3] * 2))
+    assert torch.equal(L.heuristic_boxes(torch.ones(2, 4, 5)), torch.zeros(2, 3, 4))   # constant: no box
     maps = torch.stack([m, m.flip(1), m.t()])[None]          # (1, 3, H, W): top-3 classes' maps
     classes, pred = L.heuristic_topk_predictions(maps, torch.tensor([[7, 2, 5]]))
     assert classes.tolist() == [[7, 7, 2, 2, 5]]

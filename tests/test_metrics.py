@@ -206,7 +206,7 @@ def test_bad_inputs_raise_clear_errors():
         M.best_iou(boxes, [torch.zeros(1, 4)])
     with pytest.raises(ValueError, match=r"\(N, 4\)"):
         M.best_iou(boxes, [torch.zeros(1, 3), torch.zeros(1, 4)])
-    with pytest.raises(ValueError, match=r"\(B, 4\)"):
+    with pytest.raises(ValueError, match=r"\(N, 4\)"):
         M.best_iou(torch.zeros(2, 5), boxes)
     with pytest.raises(ValueError, match=r"\(0, 1\]"):
         M.box_accuracy(boxes, boxes, iou_threshold=0.0)

@@ -84,3 +84,20 @@ def test_pretrained_classifier_gives_torchvisions_logits_and_7x7_maps(arch, monk
 def test_pretrained_classifier_refuses_a_network_without_a_gap_head():
     with pytest.raises(ValueError, match="ends in GAP"):
         models.pretrained_classifier("vgg16", weights=None)
+
+
+def test_small_cnn_fc_is_lesson03s_fc_network_with_the_same_weights_from_the_same_seed():
+    torch.manual_seed(3)   # how lesson 03 built it: small_cnn's stride-2 backbone, then the FC head
+    backbone = models.small_cnn(8, strides=(1, 2, 1, 2, 2)).backbone
+    head = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64 * 8 * 8, 256), torch.nn.ReLU(),
+                               torch.nn.Linear(256, 8))
+    torch.manual_seed(3)
+    net = models.SmallCNNFC(8).eval()
+    want = {**{f"backbone.{k}": v for k, v in backbone.state_dict().items()},
+            **{f"head.{k}": v for k, v in head.state_dict().items()}}
+    got = net.state_dict()
+    assert list(got) == list(want) and all(torch.equal(got[k], want[k]) for k in want)  # checkpoints still load
+    out = net(torch.randn(2, 3, 64, 64))
+    assert out.logits.shape == (2, 8) and out.features.shape == (2, 64, 8, 8)
+    with pytest.raises(ValueError, match="multiple of 8"):
+        models.SmallCNNFC(8, image_size=60)

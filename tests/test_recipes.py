@@ -19,24 +19,35 @@ PAPER = {"cub-googlenet-gap", "cub-resnet50-cam", "cub-vgg16-gap", "ilsvrc-googl
 
 
 @pytest.mark.slow
-def test_command_line_smoke_run_trains_end_to_end(tmp_path):
+def test_command_line_smoke_run_trains_end_to_end(tmp_path, monkeypatch):
+    # the recipe is lesson 01's run (its sizes come from the lesson's table); tiny scale keeps it to seconds
+    monkeypatch.setenv("CAMLIB_SCALE", "tiny")
     out, ckpt = tmp_path / "report.json", tmp_path / "ck.pt"
     env = dict(os.environ, PYTHONPATH=str(REPO), CAMLIB_DEVICE="cpu", CAMLIB_DATA=str(tmp_path / "data"))
-    proc = subprocess.run([sys.executable, "-m", "camlib.train", "--recipe", "synthetic-gap", "--profile", "smoke",
+    proc = subprocess.run([sys.executable, "-m", "camlib.recipes", "--recipe", "synthetic-gap", "--profile", "smoke",
                            "--checkpoint", str(ckpt), "--json", str(out), "--no-progress"],
                           env=env, capture_output=True, text=True, timeout=180, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     rep = json.loads(out.read_text())
-    assert rep["recipe"] == "synthetic-gap" and rep["steps"] == 6 and rep["world_size"] == 1
+    assert rep["recipe"] == "synthetic-gap" and rep["steps"] == recipes.TINY["steps"] and rep["world_size"] == 1
     ev = rep["eval"]
     for k in ("acc", "top5", "gt_known_box_acc_paper_rule", "top1_loc_error", "MaxBoxAccV2"):
         assert 0.0 <= ev[k] <= 1.0, k
     assert ev["top5"] >= ev["acc"] and abs(ev["top1_cls_error"] - (1 - ev["acc"])) < 1e-9
     assert {c["metric"] for c in rep["compare"]} == {"gt_known_box_acc_paper_rule", "acc"}
-    assert train.load_checkpoint(ckpt)["step"] == 6
+    assert train.load_checkpoint(ckpt)["step"] == recipes.TINY["steps"]
     # --resume with the finished checkpoint trains nothing more and reports the same model
     again = recipes.run("synthetic-gap", "smoke", device="cpu", checkpoint=ckpt, resume=True, progress=False)
     assert again["eval"] == ev
+
+
+def test_the_synthetic_recipes_are_lesson_01s_run():
+    from camlib import config
+    for profile in config.PROFILES:
+        lesson = config.lesson_settings("01", profile)
+        for pool in ("gap", "gmp"):
+            got = recipes.RECIPES[f"synthetic-{pool}"].profiles[profile]
+            assert got == {k: lesson[k] for k in ("n_train", "n_val", "steps", "batch_size")}, (profile, pool)
 
 
 def test_paper_recipes_show_where_each_number_comes_from():
@@ -117,3 +128,41 @@ def test_bad_requests():
         recipes.get("synthetic-gap").for_profile("huge")
     with pytest.raises(SystemExit):
         recipes.main(["--recipe", "nope"])
+
+
+def test_evaluate_localization_and_evaluate_stream_give_the_metrics_numbers():
+    """One implementation (recipes._LocalizationTally over camlib.metrics) behind both evaluators."""
+    from camlib import cam, localize, metrics
+    from camlib.data import make_synthetic
+    torch.manual_seed(0)
+    ds = make_synthetic(20, seed=5)
+    net = models.small_cnn(ds.num_classes).eval()
+    ev = recipes.evaluate_localization(net, ds, device="cpu", batch_size=8, chunk=7)
+    st = recipes.evaluate_stream(net, ds, device="cpu", batch_size=6, num_workers=0)
+    x, labels = ds.batch(range(20))["image"], ds.labels
+    with torch.no_grad():
+        logits, m5, c5 = cam.cams(net, x, topk=5, size=ds.image_size)
+        _, mg, _ = cam.cams(net, x, labels, size=ds.image_size)
+    boxes = localize.boxes_from_maps(m5.flatten(0, 1)).view(20, 5, 4)
+    for k in (1, 5):
+        want = metrics.localization_error(c5, boxes, labels, ds.boxes, k=k)
+        assert ev[f"top{k}_loc_error"] == pytest.approx(want) and st[f"top-{k} loc err"] == pytest.approx(want)
+    assert ev["top1_cls_error"] == pytest.approx(metrics.classification_error(logits, labels, 1))
+    assert ev["gt_known_box_acc_paper_rule"] == pytest.approx(
+        metrics.box_accuracy(localize.boxes_from_maps(mg[:, 0]), ds.boxes))
+    assert ev["MaxBoxAccV2"] == pytest.approx(metrics.max_box_acc_v2(mg[:, 0], ds.boxes).score) == st["MaxBoxAccV2"]
+
+
+def test_fit_schedule_translates_epochs_and_the_decay_into_fit_steps():
+    """One translation of a recipe's epochs into train.fit steps (recipes.run and lesson 04's CUB cell)."""
+    r = recipes.get("cub-resnet50-cam")
+    steps, kw = recipes.fit_schedule(dict(r.train, batch_size=32), 5994, 50)
+    per_epoch = train.steps_per_epoch(5994, 32)                   # 187 whole batches
+    assert steps == 50 * per_epoch and kw["decay_every"] == 15 * per_epoch
+    assert "decay_every_epochs" not in kw and kw["batch_size"] == 32
+    assert recipes.fit_schedule(dict(r.train, batch_size=32), 5994, None)[0] is None
+    # another schedule than "step" has no decay to translate: the epochs setting is dropped, not passed to fit
+    _, kw = recipes.fit_schedule(dict(r.train, batch_size=32, schedule="onecycle"), 5994, 1)
+    assert "decay_every" not in kw and "decay_every_epochs" not in kw
+    with pytest.raises(ValueError, match="batch_size"):
+        recipes.fit_schedule({"lr": 0.1}, 100, 1)

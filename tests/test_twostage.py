@@ -214,3 +214,10 @@ def test_probe_boxes_and_probe_accuracy_follow_the_svm():
     maps = features.probe_cams(f["maps"], probe, cls)[:, 0]
     assert torch.allclose(out["maps"], maps, atol=1e-5)
     assert torch.allclose(out["boxes"], localize.boxes_from_maps(cam.upsample(maps, (64, 64))))
+
+
+def test_an_empty_cam_box_crops_the_whole_image():
+    boxes = torch.tensor([[0.0, 0, 0, 0], [10, 10, 20, 20]])
+    out = twostage.crop_boxes(boxes, (64, 80), margin=0.2, min_size=8)
+    assert out[0].tolist() == [0.0, 0.0, 80.0, 64.0]
+    assert out[1].tolist() != [0.0, 0.0, 80.0, 64.0] and float(out[1, 2] - out[1, 0]) == 14.0

@@ -4,7 +4,7 @@ Runs, each with its own time limit so the whole stays under 9 minutes:
 
 1. lessons 00, 01, 02 and 06 in the ``gpu`` profile (offline parts: ``CAMLIB_REAL_DATA=0``), through
    ``python -m coursekit build``, which writes executed notebooks, HTML and REPORT.md;
-2. the ``synthetic-gap`` recipe (``python -m camlib.train --recipe synthetic-gap --profile gpu``);
+2. the ``synthetic-gap`` recipe (``python -m camlib.recipes --recipe synthetic-gap --profile gpu``);
 3. ``benchmarks/train_throughput.py``, ``cam_throughput.py`` and ``maxboxacc.py`` on the GPU.
 
 and writes one JSON of figures, ``<out>/gpu_check.json``: the device, versions, every step's wall
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     steps = [
         ("lessons", [py, "-m", "coursekit", "build", "--profile", "gpu", "--lessons", "00", "01", "02", "06",
                      "--out", str(course), "--timeout", str(BUDGET["lessons"])]),
-        ("recipe", [py, "-m", "camlib.train", "--recipe", "synthetic-gap", "--profile", "gpu"]),
+        ("recipe", [py, "-m", "camlib.recipes", "--recipe", "synthetic-gap", "--profile", "gpu"]),
         ("train_throughput", [py, "benchmarks/train_throughput.py", *dev, "--n", "256", "--batch", "128",
                               "--steps", "10", "--rounds", "2", "--json", str(a.out / "train_throughput.json")]),
         ("cam_throughput", [py, "benchmarks/cam_throughput.py", *dev, "--batch", "64", "--repeats", "5",

@@ -5,7 +5,7 @@
    randomly initialised stand-in weights where torchvision looks for its cached downloads
    (``tests/fixtures_real.py``), in a temporary ``$CAMLIB_DATA`` / ``$TORCH_HOME``;
 2. executes every lesson (``coursekit``'s executor, as ``make course`` does) and every recipe of
-   ``camlib.recipes`` (``python -m camlib.train``) with ``CAMLIB_PROFILE=gpu CAMLIB_SCALE=tiny
+   ``camlib.recipes`` (``python -m camlib.recipes``) with ``CAMLIB_PROFILE=gpu CAMLIB_SCALE=tiny
    CAMLIB_DEVICE=cpu``, two at a time;
 3. fails when a lesson errs, a recipe exits non-zero, or any output holds
    ``camlib.config.REAL_DATA_SKIP_MARKER`` (a real-dataset cell skipped for lack of data or weights).
@@ -67,7 +67,7 @@ def run_recipes(out: Path) -> dict:
     t, rows, ok = time.perf_counter(), [], True
     for name in RECIPES:
         t1 = time.perf_counter()
-        p = subprocess.run([sys.executable, "-m", "camlib.train", "--recipe", name, "--profile", "gpu",
+        p = subprocess.run([sys.executable, "-m", "camlib.recipes", "--recipe", name, "--profile", "gpu",
                             "--no-progress", "--json", str(out / f"recipe-{name}.json")],
                            cwd=REPO, capture_output=True, text=True, timeout=900)
         (out / f"recipe-{name}.log").write_text(p.stdout + p.stderr)

@@ -8,7 +8,7 @@ from .synthetic import SyntheticSpec, make_synthetic, render_synthetic
 
 # Real datasets (imported on first use: they pull in torchvision's transforms and PIL).
 _LAZY = {"CUB200": "cub", "ILSVRCVal": "ilsvrc", "OxfordPets": "pets", "RealPhotos": "photos",
-         "collate_samples": "common", "data_root": "common", "eval_transform": "common",
+         "collate_samples": "common", "eval_transform": "common",
          "train_transform": "common", "DatasetNotFoundError": "common"}
 
 

@@ -27,6 +27,7 @@ from typing import Any, Sequence
 import torch
 from torchvision.ops import roi_align
 
+from ..boxes import as_boxes
 from .memory import IMAGENET_MEAN, IMAGENET_STD
 
 MODES = ("resized_crop", "crop", "resize")
@@ -50,8 +51,9 @@ def to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 
 def _check_crops(crops: torch.Tensor, n: int) -> None:
-    if not isinstance(crops, torch.Tensor) or tuple(crops.shape) != (n, 4):
-        raise ValueError(f"crops must be a ({n}, 4) tensor of (x1, y1, x2, y2); got {tuple(getattr(crops, 'shape', ()))}")
+    if not isinstance(crops, torch.Tensor):
+        raise ValueError(f"crops must be a ({n}, 4) tensor of (x1, y1, x2, y2); got {type(crops).__name__}")
+    as_boxes(crops, "crops", count=n)
 
 
 # --------------------------------------------------------------------------------- parameters
@@ -170,14 +172,6 @@ def hflip(images: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
     return torch.where(flip.to(images.device).bool().view(shape), images.flip(-1), images)
 
 
-def normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """``(x / 255 - mean) / std`` for 0..255 values (uint8 or float), as one multiply-add."""
-    _check_images(images)
-    m = to_device(torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), images.device)
-    s = to_device(torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), images.device)
-    return torch.addcmul(-m / s, images.float(), 1.0 / (255.0 * s))
-
-
 # --------------------------------------------------------------------------------- the augmenter
 
 class GPUAugment:
@@ -216,7 +210,8 @@ class GPUAugment:
         return cls(size, mean=dataset.mean.flatten().tolist(), std=dataset.std.flatten().tolist(), **kwargs)
 
     def _affine(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(shift, scale)`` with ``(x / 255 - mean) / std = shift + scale * x``, kept on each device."""
+        """``(shift, scale)`` with ``(x / 255 - mean) / std = shift + scale * x``, kept on each device: the
+        course's :func:`camlib.data.memory.normalize` as one multiply-add (tested to agree with it)."""
         key = str(device)
         if key not in self._consts:
             m = torch.tensor(self.mean, dtype=torch.float32).view(1, 3, 1, 1)
@@ -297,4 +292,4 @@ class GPUAugment:
 
 
 __all__ = ["GPUAugment", "MODES", "resized_crop_params", "fixed_crop_params", "crop_resize", "transform_boxes",
-           "hflip", "normalize", "to_device"]
+           "hflip", "to_device"]

@@ -14,7 +14,6 @@ localization is scored against).
 
 from __future__ import annotations
 
-from ..config import data_dir
 
 import os
 import warnings
@@ -27,19 +26,16 @@ from PIL import Image
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
+from ..boxes import as_boxes
 from .memory import IMAGENET_MEAN, IMAGENET_STD
 
 #: The repository root when camlib runs from a checkout (``<repo>/camlib/data/common.py``).
 
 
-def data_root() -> Path:
-    """The folder that holds datasets, caches and checkpoints (see :func:`camlib.config.data_dir`)."""
-    return data_dir()
-
-
-def _check_size(size: Any) -> int:
+def check_size(size: Any) -> int:
+    """``size`` as an int, or ValueError: the side of a square image (model input, cached image), at least 8."""
     if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 8:
-        raise ValueError(f"size must be an int >= 8 (the side of the square model input); got {size!r}")
+        raise ValueError(f"size must be an int >= 8 (the side of the square images); got {size!r}")
     return int(size)
 
 
@@ -74,7 +70,7 @@ def eval_transform(size: int = 224) -> v2.Compose:
     image (greyscale and CMYK ones too) and returns a float ``(3, size, size)`` image. Introduced in
     lesson 03; the paper evaluates on 224-pixel inputs (section 3).
     """
-    size = _check_size(size)
+    size = check_size(size)
     return v2.Compose([
         ToRGB(),
         v2.ToImage(),
@@ -114,7 +110,7 @@ def train_transform(size: int = 224, scale: tuple[float, float] = (0.25, 1.0)) -
     the default keeps at least a quarter of the image so that the object usually survives.
     Introduced in lesson 03 (the paper trains on 224 crops with mirroring, section 3).
     """
-    size = _check_size(size)
+    size = check_size(size)
     lo, hi = scale
     if not 0 < lo <= hi <= 1:
         raise ValueError(f"scale must satisfy 0 < low <= high <= 1; got {scale!r}")
@@ -141,18 +137,7 @@ def check_boxes(boxes: Any, width: int, height: int, where: str = "boxes") -> np
         arr = np.zeros((0, 4), np.float32)
     elif arr.shape == (4,):
         arr = arr.reshape(1, 4)
-    if arr.ndim != 2 or arr.shape[1] != 4:
-        raise ValueError(f"{where}: expected an (N, 4) array of (x1, y1, x2, y2); got shape {arr.shape}")
-    if not np.isfinite(arr).all():
-        raise ValueError(f"{where}: boxes must be finite; got {arr.tolist()}")
-    bad = (arr[:, 0] >= arr[:, 2]) | (arr[:, 1] >= arr[:, 3])
-    if bad.any():
-        raise ValueError(f"{where}: expected x1 < x2 and y1 < y2; got {arr[bad].tolist()}")
-    out = (arr[:, 0] < 0) | (arr[:, 1] < 0) | (arr[:, 2] > width) | (arr[:, 3] > height)
-    if out.any():
-        raise ValueError(f"{where}: boxes must lie inside the {width}x{height} image "
-                         f"(pixel-edge, 0..W and 0..H); got {arr[out].tolist()}")
-    return arr
+    return as_boxes(arr, where, nonempty=True, image_size=(height, width), dtype=torch.float32).numpy()
 
 
 def make_sample(image: Image.Image, label: int, boxes: Any, mask: np.ndarray | None = None,

@@ -21,7 +21,6 @@ paper's fine-grained experiment (section 4.1, Table 4).
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -29,7 +28,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .common import (BadImageError, DatasetNotFoundError, check_on_bad_image, data_root, eval_transform,
+from ..config import data_dir
+from .common import (DatasetNotFoundError, check_on_bad_image, eval_transform,
                      first_readable, make_sample, missing_data_message, read_image)
 from .download import download_and_extract
 
@@ -85,8 +85,9 @@ def fetch_cub(root: str | Path, *, url: str = CUB_URL, md5: str | None = CUB_MD5
     """Download ``CUB_200_2011.tgz`` into ``root`` (resumable, MD5-verified), check its size, and
     unpack it there; returns ``root``. Raises :class:`~camlib.data.download.DownloadError` (one
     sentence: no network, a refused address) or :class:`~camlib.data.download.ChecksumError`.
-    Lesson 04 (gpu path) and ``python -m camlib.train --recipe cub-*``."""
-    from .download import ChecksumError, download_url, extract_archive
+    Lesson 04 (gpu path) and ``python -m camlib.recipes --recipe cub-*``."""
+    from .archives import extract_archive
+    from .download import ChecksumError, download_url
     root = Path(root)
     archive = download_url(url, root / "CUB_200_2011.tgz", md5=md5, progress=progress)
     if size is not None and archive.stat().st_size != size:
@@ -107,7 +108,7 @@ def _locate(root: Path) -> Path:
 class CUB200(torch.utils.data.Dataset):
     """CUB-200-2011 ``train`` or ``test`` split: ``{"image", "label", "boxes", "mask"?}`` samples.
 
-    ``root``: the folder that holds ``CUB_200_2011/`` (default ``data_root()``, i.e.
+    ``root``: the folder that holds ``CUB_200_2011/`` (default ``data_dir()``, i.e.
     ``<repo>/data``), or that folder itself. ``download=True`` fetches and verifies the archive
     (and, with ``with_masks``, the segmentations) when absent; ``url``/``md5`` and
     ``seg_url``/``seg_md5`` may point elsewhere (a mirror, or a test server). ``transform`` gets a
@@ -124,7 +125,7 @@ class CUB200(torch.utils.data.Dataset):
             raise ValueError(f"split must be 'train' or 'test'; got {split!r}")
         if not 0.0 < float(mask_threshold) <= 1.0:
             raise ValueError(f"mask_threshold must be in (0, 1]; got {mask_threshold!r}")
-        self.root = Path(root) if root is not None else data_root()
+        self.root = Path(root) if root is not None else data_dir()
         self.split, self.size = split, size
         self.transform = transform if transform is not None else eval_transform(size)
         self.with_masks, self.mask_threshold = bool(with_masks), float(mask_threshold)

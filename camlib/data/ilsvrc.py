@@ -42,7 +42,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .common import (DatasetNotFoundError, check_on_bad_image, data_root, eval_transform,
+from ..config import data_dir
+from .common import (DatasetNotFoundError, check_on_bad_image, eval_transform,
                      first_readable, make_sample, missing_data_message, read_image)
 
 _IMAGE_DIRS = ("ILSVRC/Data/CLS-LOC/val", "ILSVRC2012_img_val", "val")
@@ -135,7 +136,7 @@ def _first_dir(root: Path, candidates, pattern: str) -> Path | None:
 class ILSVRCVal(torch.utils.data.Dataset):
     """ILSVRC 2012 validation images with class and boxes: ``{"image", "label", "boxes"}`` samples.
 
-    ``root`` (default ``data_root() / "ILSVRC2012"``) is searched for either layout in the module
+    ``root`` (default ``data_dir() / "ILSVRC2012"``) is searched for either layout in the module
     docstring; ``images``, ``annotations`` (a folder of XML files or the CSV) and ``synsets`` name
     the parts explicitly instead. Without a synset file the sorted wnids of the annotations are used
     only if there are exactly 1,000 of them. Annotated images missing from the image folder are
@@ -145,7 +146,7 @@ class ILSVRCVal(torch.utils.data.Dataset):
     def __init__(self, root: str | Path | None = None, transform: Callable | None = None, *, size: int = 224,
                  images: str | Path | None = None, annotations: str | Path | None = None,
                  synsets: str | Path | None = None, on_bad_image: str = "raise"):
-        self.root = Path(root) if root is not None else data_root() / "ILSVRC2012"
+        self.root = Path(root) if root is not None else data_dir() / "ILSVRC2012"
         self.on_bad_image = check_on_bad_image(on_bad_image)
         self.bad_images: dict[int, str] = {}
         self.size = size

@@ -18,6 +18,27 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+def _as_channels(values, like: torch.Tensor) -> torch.Tensor:
+    t = values if isinstance(values, torch.Tensor) else torch.tensor(values, dtype=torch.float32)
+    return t.to(like.device, torch.float32).reshape(1, -1, 1, 1)
+
+
+def normalize(images: torch.Tensor, mean, std) -> torch.Tensor:
+    """The one normalization of the course: pixel values 0..255 (uint8, or float such as a resized
+    image) ``(B, 3, H, W)`` to ``(x / 255 - mean) / std``, the float input the models expect.
+    ``mean``/``std``: three numbers (e.g. :data:`IMAGENET_MEAN`, :data:`IMAGENET_STD`) or tensors."""
+    if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"expected images (B, 3, H, W) as a tensor; got {getattr(images, 'shape', type(images))}")
+    return (images.float() / 255.0 - _as_channels(mean, images)) / _as_channels(std, images)
+
+
+def denormalize(images: torch.Tensor, mean, std) -> torch.Tensor:
+    """Model input ``(B, 3, H, W)`` back to floats in [0, 1] for display (undoes :func:`normalize`)."""
+    if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"expected images (B, 3, H, W) as a tensor; got {getattr(images, 'shape', type(images))}")
+    return (images * _as_channels(std, images) + _as_channels(mean, images)).clamp(0, 1)
+
+
 def _check_len(name: str, t: torch.Tensor | None, n: int) -> None:
     if t is not None and len(t) != n:
         raise ValueError(f"{name} has {len(t)} entries but images has {n}; expected one per image")
@@ -77,14 +98,12 @@ class InMemoryDataset(torch.utils.data.Dataset):
         return self.images.device
 
     def normalize(self, images_uint8: torch.Tensor) -> torch.Tensor:
-        """uint8 ``(B, 3, H, W)`` to the float input the models expect."""
-        mean, std = self.mean.to(images_uint8.device), self.std.to(images_uint8.device)
-        return (images_uint8.float() / 255.0 - mean) / std
+        """uint8 ``(B, 3, H, W)`` to the float input the models expect (:func:`normalize`)."""
+        return normalize(images_uint8, self.mean, self.std)
 
     def denormalize(self, images: torch.Tensor) -> torch.Tensor:
-        """Model input back to floats in [0, 1] for display."""
-        mean, std = self.mean.to(images.device), self.std.to(images.device)
-        return (images * std + mean).clamp(0, 1)
+        """Model input back to floats in [0, 1] for display (:func:`denormalize`)."""
+        return denormalize(images, self.mean, self.std)
 
     def batch(self, indices: Any, device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
         """A whole batch at once: normalized float images plus labels, boxes and masks."""

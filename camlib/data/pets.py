@@ -27,7 +27,8 @@ from PIL import Image
 from torchvision.datasets import OxfordIIITPet
 from torchvision.ops import masks_to_boxes
 
-from .common import (BadImageError, DatasetNotFoundError, check_on_bad_image, data_root, eval_transform,
+from ..config import data_dir
+from .common import (BadImageError, DatasetNotFoundError, check_on_bad_image, eval_transform,
                      first_readable, make_sample, missing_data_message)
 
 PET, BACKGROUND, BORDER = 1, 2, 3
@@ -59,7 +60,7 @@ def mask_to_box(mask: np.ndarray) -> np.ndarray:
 class OxfordPets(torch.utils.data.Dataset):
     """Oxford-IIIT Pet ``trainval`` or ``test``: ``{"image", "label", "boxes", "mask"}`` samples.
 
-    ``root``: the folder that holds ``oxford-iiit-pet/`` (default ``data_root()``). ``download``
+    ``root``: the folder that holds ``oxford-iiit-pet/`` (default ``data_dir()``). ``download``
     is passed to torchvision, which fetches and checks the two archives. ``label`` is the breed,
     0..36 (``class_names``). Introduced in lesson 03.
     """
@@ -71,7 +72,7 @@ class OxfordPets(torch.utils.data.Dataset):
             split = "trainval"
         if split not in ("trainval", "test"):
             raise ValueError(f"split must be 'trainval' (or 'train') or 'test'; got {split!r}")
-        self.root = Path(root) if root is not None else data_root()
+        self.root = Path(root) if root is not None else data_dir()
         self.size, self.border_is_pet = size, bool(border_is_pet)
         self.on_bad_image = check_on_bad_image(on_bad_image)
         self.bad_images: dict[int, str] = {}

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .common import DatasetNotFoundError, check_boxes, data_root, eval_transform, make_sample
+from .common import DatasetNotFoundError, check_boxes, eval_transform, make_sample
 
 _FITS = ("exact", "nearest")
 

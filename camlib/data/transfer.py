@@ -23,7 +23,8 @@ from typing import Any, Callable
 
 import torch
 
-from .common import data_root, eval_transform, first_readable, read_image
+from ..config import data_dir
+from .common import eval_transform, first_readable, read_image
 
 NAMES = ("Caltech-101", "Flowers-102", "Oxford-IIIT Pet")
 
@@ -62,7 +63,7 @@ def caltech101(root: str | Path | None = None, *, download: bool = True, seed: i
                transform: Callable | None = None) -> tuple[ImageList, ImageList]:
     """Caltech-101 (101 classes, no official split): a fixed random half trains, the rest tests."""
     import torchvision
-    root = Path(root) if root is not None else data_root()
+    root = Path(root) if root is not None else data_dir()
     ds = torchvision.datasets.Caltech101(str(root), download=download)
     base = Path(ds.root) / "101_ObjectCategories"
     paths = [base / ds.categories[y] / f"image_{i:04d}.jpg" for i, y in zip(ds.index, ds.y)]
@@ -77,7 +78,7 @@ def flowers102(root: str | Path | None = None, *, download: bool = True,
                transform: Callable | None = None) -> tuple[ImageList, ImageList]:
     """Oxford 102 Flowers: the official ``trnid`` (train) and ``tstid`` (test) splits."""
     import scipy.io
-    root = Path(root) if root is not None else data_root()
+    root = Path(root) if root is not None else data_dir()
     base = root / "flowers-102"
     if not all(p.exists() for p in (base / "jpg", base / "imagelabels.mat", base / "setid.mat")):
         import torchvision
@@ -99,7 +100,7 @@ def oxford_pets(root: str | Path | None = None, *, download: bool = True,
                 transform: Callable | None = None) -> tuple[ImageList, ImageList]:
     """Oxford-IIIT Pet breeds (37 classes): the official ``trainval`` and ``test`` splits."""
     import torchvision
-    root = Path(root) if root is not None else data_root()
+    root = Path(root) if root is not None else data_dir()
     out = []
     for split in ("trainval", "test"):
         ds = torchvision.datasets.OxfordIIITPet(str(root), split, download=download)

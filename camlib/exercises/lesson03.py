@@ -1,16 +1,24 @@
-"""Lesson 03's exercises: the 20% box, IoU, top-k localization error (the paper's Sec. 3)."""
+"""Lesson 03's exercises: the 20% box, IoU, top-k localization error (the paper's Sec. 3).
+
+Each reference is the library function the lesson introduces: :func:`camlib.localize.boxes_from_maps`,
+``torchvision.ops.box_iou`` and :func:`camlib.metrics.localization_error`. The plausible mistakes
+are written by hand, each the right rule with one thing changed.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 import torch
+from torchvision.ops import box_iou
 
-from ._engine import Mistake, Spec, gen, randint, random_features, random_sizes, run, _as_indices, _as_number  # noqa: F401
+from .. import localize, metrics
+from ._engine import Spec, gen, randint, run, _as_number
 
 
 def _component_box(mask: np.ndarray, connectivity: int = 8) -> torch.Tensor:
+    """The largest component's box of a bool mask, written out (for the mistakes); (0, 0, 0, 0) when empty."""
     from scipy import ndimage
 
     structure = np.ones((3, 3), bool) if connectivity == 8 else ndimage.generate_binary_structure(2, 1)
@@ -23,7 +31,8 @@ def _component_box(mask: np.ndarray, connectivity: int = 8) -> torch.Tensor:
 
 
 def _ref_largest_component_box(cam: torch.Tensor, fraction: float) -> torch.Tensor:
-    return _component_box((cam >= fraction * cam.max()).numpy())
+    """The library's box rule (no kept pixel: the empty box ``(0, 0, 0, 0)``, Choe et al.'s convention)."""
+    return localize.boxes_from_maps(cam, threshold=fraction)
 
 
 def _map_trials(seed: int) -> list[tuple]:
@@ -60,7 +69,9 @@ def check_largest_component_box(fn: Callable[[torch.Tensor, float], torch.Tensor
     """Check ``fn(map (H, W), threshold_fraction) -> (4,)`` float pixel-edge box.
 
     Lesson 03. The paper's Sec. 3 rule: keep ``map >= fraction * max(map)``, take the largest
-    8-connected component, return its bounding box ``(x1, y1, x2, y2)`` with ``x2 = last column + 1``.
+    8-connected component, return its bounding box ``(x1, y1, x2, y2)`` with ``x2 = last column + 1``;
+    the reference is :func:`camlib.localize.boxes_from_maps` (which returns ``(0, 0, 0, 0)`` when no
+    pixel is kept; the trials always keep some).
     """
     run(_largest_component_box_spec(), fn)
 
@@ -88,13 +99,8 @@ def _largest_component_box_spec(seed: int = 301) -> Spec:
                 ))
 
 
-def _ref_box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    lt = torch.maximum(a[:, None, :2], b[None, :, :2])
-    rb = torch.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = (rb - lt).clamp(min=0).prod(dim=2)
-    return inter / (area_a[:, None] + area_b[None, :] - inter)
+#: The IoU reference is torchvision's, which the library uses (pixel-edge boxes: area = width * height).
+_ref_box_iou = box_iou
 
 
 def _random_boxes(g: torch.Generator, n: int, size: int = 24) -> torch.Tensor:
@@ -144,8 +150,16 @@ def _box_iou_spec(seed: int = 302) -> Spec:
     ))
 
 
-def _ref_topk_loc_error(logits, boxes_per_class, gt_boxes, labels, k, *, strict=False, first_gt=False,
-                        class_free=False, need_class=True):
+def _ref_topk_loc_error(logits, boxes_per_class, labels, gt_boxes, k) -> torch.Tensor:
+    """The library's metric: the k best classes' boxes as k guesses, :func:`camlib.metrics.localization_error`."""
+    top = metrics.topk_classes(logits, k)                                   # (B, k), best first
+    guesses = boxes_per_class.gather(1, top[:, :, None].expand(-1, -1, 4))  # (B, k, 4): each guess's box
+    return torch.tensor(metrics.localization_error(top, guesses, labels, gt_boxes, k=k), dtype=torch.float64)
+
+
+def _loc_error_written_out(logits, boxes_per_class, labels, gt_boxes, k, *, strict=False, first_gt=False,
+                           class_free=False, need_class=True):
+    """The metric written out with switches, for the mistakes (all off: the reference's value)."""
     top = logits.topk(k, dim=1).indices
     hits = 0
     for b in range(logits.shape[0]):
@@ -155,18 +169,20 @@ def _ref_topk_loc_error(logits, boxes_per_class, gt_boxes, labels, k, *, strict=
         for c in classes:
             if need_class and not class_free and c not in top[b].tolist():
                 continue
-            iou = _ref_box_iou(boxes_per_class[b, c][None], gts).max()
+            iou = box_iou(boxes_per_class[b, c][None], gts).max()
             ok = ok or bool(iou > 0.5 if strict else iou >= 0.5)
         hits += ok
     return torch.tensor(1 - hits / logits.shape[0], dtype=torch.float64)
 
 
 def check_topk_loc_error(fn: Callable[..., float]) -> None:
-    """Check ``fn(logits (B, C), boxes_per_class (B, C, 4), gt_boxes [(N_i, 4)], labels (B,), k) -> float``.
+    """Check ``fn(logits (B, C), boxes_per_class (B, C, 4), labels (B,), gt_boxes [(N_i, 4)], k) -> float``.
 
     Lesson 03. The paper's Sec. 3 metric: an image is localized when its true class is among the
     top-k predictions and *that class's* box has IoU >= 0.5 with one of the image's ground-truth
-    boxes; the error is the fraction of images not localized.
+    boxes; the error is the fraction of images not localized. Arguments in the order of
+    :func:`camlib.metrics.localization_error` (predictions, then ``labels``, then ``gt_boxes``), which
+    is the reference.
     """
     run(_topk_loc_error_spec(), fn)
 
@@ -194,24 +210,24 @@ def _topk_loc_error_spec(seed: int = 303) -> Spec:
             if randint(g, 0, 1):
                 boxes[i, wrong] = gt[randint(g, 0, len(gt) - 1)]
             gts.append(gt)
-        trials.append((logits, boxes, gts, labels, k))
+        trials.append((logits, boxes, labels, gts, k))
 
-    def top1_only(lo, bx, gt, lb, k):
-        return _ref_topk_loc_error(lo, bx, gt, lb, 1)
+    def top1_only(lo, bx, lb, gt, k):
+        return _ref_topk_loc_error(lo, bx, lb, gt, 1)
 
-    def classification_error(lo, bx, gt, lb, k):
+    def classification_error(lo, bx, lb, gt, k):
         return 1 - (lo.topk(k, 1).indices == lb[:, None]).any(1).double().mean()
 
-    return Spec("check_topk_loc_error", ("logits", "boxes_per_class", "gt_boxes", "labels", "k"), trials,
+    return Spec("check_topk_loc_error", ("logits", "boxes_per_class", "labels", "gt_boxes", "k"), trials,
                 _ref_topk_loc_error, (
              ("counted IoU of exactly 0.5 as wrong: a box is correct when IoU >= 0.5",
-              lambda *a: _ref_topk_loc_error(*a, strict=True)),
+              lambda *a: _loc_error_written_out(*a, strict=True)),
              ("compared only with the first ground-truth box: any of the image's boxes counts",
-              lambda *a: _ref_topk_loc_error(*a, first_gt=True)),
+              lambda *a: _loc_error_written_out(*a, first_gt=True)),
              ("counted a good box of any top-k class: only the true class's box counts",
-              lambda *a: _ref_topk_loc_error(*a, class_free=True)),
+              lambda *a: _loc_error_written_out(*a, class_free=True)),
              ("counted images whose true class is not among the top-k predictions",
-              lambda *a: _ref_topk_loc_error(*a, need_class=False)),
+              lambda *a: _loc_error_written_out(*a, need_class=False)),
              ("returned the accuracy (1 - error)", lambda *a: 1 - _ref_topk_loc_error(*a)),
              ("ignored k and used only the top-1 class", top1_only),
              ("returned the classification error: the boxes must be checked too", classification_error),
