@@ -609,7 +609,7 @@ report.claim("on real photos, CAM boxes (GT-known) overlap the hand-drawn boxes 
 # 50,000 maps at 224 px would need about 10 GB. ImageNet cannot be downloaded for you (its terms ask
 # each user to sign up); the cell says where to put it. CUB-200-2011 needs a network fine-tuned on its
 # 200 species first: lesson 04 downloads it, fine-tunes, and reports the same box accuracy and
-# MaxBoxAccV2 there (or run `python -m camlib.train --recipe cub-resnet50-cam`, which prints them).
+# MaxBoxAccV2 there (or run `python -m camlib.recipes --recipe cub-resnet50-cam`, which prints them).
 
 # %%
 from camlib import recipes

@@ -131,7 +131,7 @@ def test_bad_requests():
 
 
 def test_evaluate_localization_and_evaluate_stream_give_the_metrics_numbers():
-    """One implementation (recipes._LocalizationTally over camlib.metrics) behind both evaluators."""
+    """One implementation (evaluation._LocalizationTally over camlib.metrics) behind both evaluators."""
     from camlib import cam, localize, metrics
     from camlib.data import make_synthetic
     torch.manual_seed(0)

@@ -24,6 +24,7 @@ Introduced in lesson 03 (GPU path); the paper's inputs are 224-pixel images (sec
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 from typing import Any
@@ -122,3 +123,37 @@ def cached(dataset, size: int, **kwargs) -> CachedDataset:
 
 __all__ = ["CACHE_VERSION", "CachedDataset", "build_cache", "open_cache", "cached", "cache_path",
            "check_cache", "dataset_identity", "is_complete"]
+
+
+class FirstN(torch.utils.data.Dataset):
+    """The first ``n`` samples of a file-backed dataset, with what its cache key needs (a recipe's
+    ``n_train``/``n_val``): the cache of ``FirstN(ds, n)`` is not the cache of ``ds``."""
+
+    def __init__(self, ds, n: int):
+        self.ds, self.n = ds, min(n, len(ds))
+        self.class_names = getattr(ds, "class_names", None)
+
+    # the cache swaps the transform of camlib's real datasets (to read unnormalized pixels): pass it on
+    @property
+    def transform(self):
+        return getattr(self.ds, "transform", None)
+
+    @transform.setter
+    def transform(self, t) -> None:
+        self.ds = copy.copy(self.ds)
+        self.ds.transform = t
+
+    @property
+    def load(self):
+        return self.ds.load
+
+    def cache_identity(self) -> dict[str, Any]:
+        return {"subset_of": dataset_identity(self.ds), "n": self.n}
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int):
+        if not 0 <= i < self.n:
+            raise IndexError(i)
+        return self.ds[i]

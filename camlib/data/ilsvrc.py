@@ -33,6 +33,7 @@ the boxes are the objects of that wnid. Introduced in lesson 03 (paper section 3
 from __future__ import annotations
 
 import csv
+import os
 import warnings
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -236,3 +237,34 @@ class ILSVRCVal(torch.utils.data.Dataset):
         i, (image, boxes) = first_readable(index, len(self.samples), self.load, policy=self.on_bad_image,
                                            bad=self.bad_images, name="ILSVRC 2012 val")
         return make_sample(image, self.samples[i]["label"], boxes, None, self.transform, self.size)
+
+
+def ilsvrc_train_root() -> Path:
+    """The ILSVRC 2012 training images' folder (one subfolder per wnid) under ``data_dir()/ILSVRC2012``:
+    ``ILSVRC/Data/CLS-LOC/train`` (Kaggle), ``train`` or ``ILSVRC2012_img_train``."""
+    base = data_dir() / "ILSVRC2012"
+    for cand in (base / "ILSVRC/Data/CLS-LOC/train", base / "train", base / "ILSVRC2012_img_train"):
+        if cand.is_dir():
+            return cand
+    raise DatasetNotFoundError(f"the ILSVRC 2012 training images were not found under {base} (looked for "
+                               "ILSVRC/Data/CLS-LOC/train/, train/ or ILSVRC2012_img_train/, one folder per wnid); "
+                               "see data/README.md")
+
+
+class ILSVRCTrain(torch.utils.data.Dataset):
+    """ILSVRC 2012 train in its ``train/<wnid>/*.JPEG`` layout as ``{"image": PIL, "label", "boxes"}``
+    dicts (no boxes: training uses image labels only). ``root``: default :func:`ilsvrc_train_root`.
+    Used by the ``ilsvrc-*`` recipes (:mod:`camlib.recipes`)."""
+
+    def __init__(self, root: str | os.PathLike | None = None):
+        from torchvision.datasets import ImageFolder
+        root = Path(root) if root is not None else ilsvrc_train_root()
+        self.folder = ImageFolder(str(root))
+        self.root, self.samples, self.class_names = str(root), self.folder.samples, self.folder.classes
+
+    def __len__(self) -> int:
+        return len(self.folder)
+
+    def __getitem__(self, i: int):
+        img, label = self.folder[i]
+        return {"image": img, "label": int(label), "boxes": torch.zeros(0, 4)}
