@@ -5,7 +5,6 @@ from the references in camlib.exercises, so these tests show the checks are neit
 nor too lenient.
 """
 
-import math
 
 import numpy as np
 import pytest
@@ -14,21 +13,7 @@ from scipy import ndimage
 from torchvision.ops import box_iou
 
 from camlib import exercises as ex
-
-
-def rejects(check, fn, *expected):
-    """Run ``check(fn)``; it must raise AssertionError whose message holds every ``expected`` text."""
-    with pytest.raises(AssertionError) as info:
-        check(fn)
-    message = str(info.value)
-    for text in expected:
-        assert text in message, f"expected {text!r} in the message:\n{message}"
-    return message
-
-
-def accepts(check, fn, capsys):
-    check(fn)
-    assert "OK" in capsys.readouterr().out
+from exercise_checks import accepts, rejects
 
 
 # --------------------------------------------------------------------------------- lesson 01

@@ -4,33 +4,13 @@ The answers here are written the way a student might (other library calls, loops
 from the references in camlib.exercises.lesson00.
 """
 
-import pytest
 import torch
 import torch.nn.functional as F
 
 from camlib import exercises as ex
+from exercise_checks import accepts, graded, rejects
 
 SEEDS = (3, 11, 2024)
-
-
-def rejects(check, fn, *expected):
-    with pytest.raises(AssertionError) as info:
-        check(fn)
-    message = str(info.value)
-    for text in expected:
-        assert text in message, f"expected {text!r} in the message:\n{message}"
-    return message
-
-
-def accepts(check, fn, capsys):
-    check(fn)
-    assert "OK" in capsys.readouterr().out
-
-
-def graded(check, fn, seed):
-    """What the instructor's grader says about ``fn``, on trials drawn from ``seed``."""
-    spec = ex.spec(check, seed=seed)
-    return ex.diagnose(spec, [fn(*t) for t in spec.trials])
 
 
 # ------------------------------------------------------------------ exercise 1: check_all_class_maps

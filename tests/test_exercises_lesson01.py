@@ -6,31 +6,12 @@ camlib.exercises.lesson01.
 import math
 
 import numpy as np
-import pytest
 import torch
 
 from camlib import exercises as ex
+from exercise_checks import accepts, graded, rejects
 
 SEEDS = (3, 11, 2024)
-
-
-def rejects(check, fn, *expected):
-    with pytest.raises(AssertionError) as info:
-        check(fn)
-    message = str(info.value)
-    for text in expected:
-        assert text in message, f"expected {text!r} in the message:\n{message}"
-    return message
-
-
-def accepts(check, fn, capsys):
-    check(fn)
-    assert "OK" in capsys.readouterr().out
-
-
-def graded(check, fn, seed):
-    spec = ex.spec(check, seed=seed)
-    return ex.diagnose(spec, [fn(*t) for t in spec.trials])
 
 
 # ------------------------------------------------------------------ exercise 2: check_lse_pool

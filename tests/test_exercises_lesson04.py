@@ -10,27 +10,9 @@ import torch
 from camlib import exercises as ex
 from camlib import twostage
 from camlib.exercises import lesson04
+from exercise_checks import accepts, graded, rejects
 
 SEEDS = (3, 17, 250)
-
-
-def rejects(check, fn, *expected):
-    with pytest.raises(AssertionError) as info:
-        check(fn)
-    message = str(info.value)
-    for text in expected:
-        assert text in message, f"expected {text!r} in the message:\n{message}"
-    return message
-
-
-def accepts(check, fn, capsys):
-    check(fn)
-    assert "OK" in capsys.readouterr().out
-
-
-def graded(name, fn, seed):
-    spec = ex.spec(name, seed=seed)
-    return ex.diagnose(spec, [fn(*t) for t in spec.trials])
 
 
 # ------------------------------------------------------------------------------- check_cells_box
