@@ -120,7 +120,8 @@ def normalize(maps: torch.Tensor, method: Literal["minmax", "max"] = "minmax") -
     for ``"minmax"``, a map whose maximum is ``<= 0`` for ``"max"`` (no location is evidence for
     the class) -- the map becomes all zeros, never NaN. Any positive range is scaled, however
     small. camlib's one min-max normalization (``camlib.localize.minmax_normalize`` is this after
-    its map checks); lesson 02's min-max exercise asks for the same rule.
+    its map checks); lesson 02's min-max exercise, :func:`camlib.exercises.check_minmax`, checks the
+    student's answer against it.
     """
     if method not in ("minmax", "max"):
         raise ValueError(f"method must be 'minmax' or 'max', got {method!r}")

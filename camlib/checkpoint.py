@@ -82,7 +82,8 @@ def load_checkpoint(path: str | os.PathLike, fallback: bool = True) -> dict[str,
 
     A truncated, empty or garbage file raises :class:`CheckpointError` naming it and saying what to
     do -- unless ``fallback`` and the previous checkpoint (``<path>.prev``) reads: then a warning
-    names both and the previous one is returned. Lesson 01 (resuming after a disconnect).
+    names both and the previous one is returned. Called by :func:`camlib.train.fit` with
+    ``resume=True``, which lesson 01 uses to resume after a disconnect.
     """
     path = Path(path)
     prev = previous_checkpoint(path)

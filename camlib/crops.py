@@ -157,7 +157,8 @@ def crop_images(images: torch.Tensor, boxes: torch.Tensor, size) -> torch.Tensor
 
 def crop_masks(masks: torch.Tensor, boxes: torch.Tensor, size) -> torch.Tensor:
     """Bool masks ``(N, H, W)`` cut and resized like :func:`crop_images` (a crop pixel is in the
-    mask when at least half of its samples are). Lesson 04."""
+    mask when at least half of its samples are). Used by :func:`crop_dataset`, which lesson 04
+    calls (as ``twostage.crop_dataset``)."""
     if not isinstance(masks, torch.Tensor) or masks.dtype != torch.bool or masks.ndim != 3:
         raise ValueError(f"masks must be a bool (N, H, W) tensor; got {getattr(masks, 'dtype', None)} "
                          f"{tuple(getattr(masks, 'shape', ()))}")
@@ -166,7 +167,8 @@ def crop_masks(masks: torch.Tensor, boxes: torch.Tensor, size) -> torch.Tensor:
 
 def boxes_into_crops(boxes: torch.Tensor, crops: torch.Tensor, size) -> torch.Tensor:
     """Express ``boxes`` (image pixels) in the pixels of the resized ``crops`` (one per box),
-    clipped to the crop. Lesson 04 (the ground-truth box inside a crop)."""
+    clipped to the crop. :func:`crop_dataset` (lesson 04) uses it to carry the ground-truth box
+    into each crop."""
     boxes, crops = _check_boxes(boxes), _check_boxes(crops, "crops")
     if len(boxes) != len(crops):
         raise ValueError(f"one crop per box expected; got {len(boxes)} boxes and {len(crops)} crops")
@@ -182,7 +184,9 @@ def boxes_into_crops(boxes: torch.Tensor, crops: torch.Tensor, size) -> torch.Te
 
 def boxes_from_crops(boxes: torch.Tensor, crops: torch.Tensor, size) -> torch.Tensor:
     """The inverse of :func:`boxes_into_crops`: boxes in the pixels of resized crops (``size``) back
-    in the source image's pixels. Lesson 04 (a CAM box found on a resized image, in the original)."""
+    in the source image's pixels: a CAM box found on a resized image, in the original. Used by
+    :func:`camlib.twostage.run_two_stage` (lesson 04's gpu path) and
+    :func:`camlib.twostage.two_stage_predict`."""
     boxes, crops = _check_boxes(boxes), _check_boxes(crops, "crops")
     if len(boxes) != len(crops):
         raise ValueError(f"one crop per box expected; got {len(boxes)} boxes and {len(crops)} crops")

@@ -61,7 +61,9 @@ def evaluate_localization(model, data, *, device, batch_size: int = 128, chunk: 
     ``top1_loc_error``/``top5_loc_error``: the paper's localization errors (section 3: one of the
     top-k classes is right *and* its map's box has IoU >= 0.5); ``MaxBoxAccV2``: Choe et al.'s,
     on the true class's map. Two forward passes per chunk (true-class maps, top-k maps); the numbers
-    come from :class:`_LocalizationTally`, as in :func:`evaluate_stream`. Lesson 03.
+    come from :class:`_LocalizationTally`, as in :func:`evaluate_stream`. Called by
+    :func:`camlib.recipes.run`; lesson 03 streams ILSVRC through its file-backed counterpart,
+    :func:`evaluate_stream` (as ``recipes.evaluate_stream``).
     """
     n = len(data)
     size = tuple(data.image_size)

@@ -61,7 +61,9 @@ def as_maps(maps, name: str = "maps") -> tuple[torch.Tensor, bool]:
 
     Accepts tensors and NumPy arrays; raises ``ValueError`` on other shapes, non-float values,
     empty maps or non-finite values. float64 maps are evaluated in float32 (the scores the
-    component search orders pixels by); thresholds are compared in float64. Lesson 01.
+    component search orders pixels by); thresholds are compared in float64. The map check of
+    :func:`boxes_from_maps` and :func:`threshold_maps` (lesson 01), and of the other map-taking
+    functions here and in :mod:`camlib.metrics`.
     """
     maps, single = _batched(maps, name)
     if maps.shape[0] == 0 or maps.shape[-1] == 0 or maps.shape[-2] == 0:
@@ -148,7 +150,8 @@ def boxes_from_maps(maps, threshold: float = 0.2, relative: bool = True, backend
 
 def largest_component_boxes(masks, backend: str = "auto") -> torch.Tensor:
     """The box of the largest 8-connected component of each bool mask, ``(B, 4)`` float; an empty
-    mask gets the empty box ``(0, 0, 0, 0)`` (as in :func:`boxes_from_maps`). Lesson 01."""
+    mask gets the empty box ``(0, 0, 0, 0)`` (as in :func:`boxes_from_maps`). The same rule that
+    :func:`boxes_from_maps` (lessons 01-05) applies after its threshold, for masks already made."""
     return _largest_boxes(_as_masks(masks), backend)
 
 
@@ -172,9 +175,10 @@ def _pick_backend(backend: str, device: torch.device) -> str:
 
 def component_boxes(mask) -> tuple[torch.Tensor, torch.Tensor]:
     """Every 8-connected component of one bool mask ``(H, W)``: boxes ``(n, 4)`` float and pixel
-    counts ``(n,)``, largest first (ties: box order ``(y1, x1, y2, x2)``). Lesson 03.
+    counts ``(n,)``, largest first (ties: box order ``(y1, x1, y2, x2)``).
 
-    Single-image helper for figures (:func:`components_per_threshold` on the CPU).
+    Single-image helper for figures (:func:`components_per_threshold` on the CPU): the boxes
+    :func:`camlib.metrics.max_box_acc_v2` (lesson 03) tries, for one mask.
     """
     m = _as_masks(mask, "mask")
     if m.shape[0] != 1:
@@ -187,7 +191,9 @@ def component_boxes(mask) -> tuple[torch.Tensor, torch.Tensor]:
 
 def boxes_to_masks(boxes, height: int, width: int) -> torch.Tensor:
     """Bool masks ``(B, H, W)`` that are true inside each pixel-edge box (pixels whose centres lie
-    in it; integer boxes cover exactly their pixels). Lesson 01 (mask coverage of a box)."""
+    in it; integer boxes cover exactly their pixels). A box's region for
+    :func:`camlib.metrics.mask_coverage`, to which lesson 01 passes the thresholded map
+    (:func:`threshold_maps`) instead."""
     if not isinstance(boxes, torch.Tensor) or boxes.ndim != 2 or boxes.shape[-1] != 4:
         raise ValueError(f"boxes must be a (B, 4) tensor, got {getattr(boxes, 'shape', type(boxes))}")
     if int(height) < 1 or int(width) < 1:
@@ -210,7 +216,9 @@ class ThresholdComponents:
     ``thresholds`` is ``(B, T)`` float64 (one row per map); component ``k`` lives at threshold
     index ``threshold_index[k]`` of map ``image[k]`` with box ``boxes[k]`` (pixel-edge, float) and
     ``areas[k]`` pixels (``-1`` when areas were not asked for). Components come grouped by image,
-    images in order. Lesson 03.
+    images in order. What :func:`components_at_thresholds` returns to
+    :func:`camlib.metrics.max_box_acc`, :func:`~camlib.metrics.max_box_acc_v2` and
+    :func:`heuristic_boxes` (lesson 03).
     """
 
     thresholds: torch.Tensor
@@ -242,7 +250,9 @@ def components_per_threshold(maps, thresholds, *, normalize: bool = False) -> Th
     count. This is the reference :func:`components_at_thresholds` is tested against; use that one
     for many thresholds (this one costs a labelling per map and threshold).
 
-    ``maps``, ``thresholds`` and ``normalize`` as in :func:`components_at_thresholds`. Lesson 03.
+    ``maps``, ``thresholds`` and ``normalize`` as in :func:`components_at_thresholds`. With the
+    ``"numpy"`` backend (the default for CPU maps), :func:`boxes_from_maps` (lessons 01-05) finds
+    its largest component with it.
     """
     m, _ = as_maps(maps)
     B, H, W = m.shape
@@ -272,7 +282,8 @@ def components_at_thresholds(maps, thresholds, *, normalize: bool = False, areas
     component; skip it when every component counts); ``backend``: ``"numpy"`` (the fast CPU
     path), ``"torch"`` (tensor ops on the maps' device, the GPU path) or ``"auto"`` (NumPy for
     CPU tensors, torch otherwise). The per-basin merge always runs on the CPU. Maps are processed
-    in chunks of ~``chunk_pixels`` pixels. Lesson 03.
+    in chunks of ~``chunk_pixels`` pixels. Used by :func:`camlib.metrics.max_box_acc`,
+    :func:`~camlib.metrics.max_box_acc_v2` and :func:`heuristic_boxes`, which lesson 03 calls.
     """
     m, _ = as_maps(maps)
     B, H, W = m.shape
@@ -307,7 +318,9 @@ def _pack(thr: np.ndarray, H: int, W: int, j, img, boxes, pixels, device) -> Thr
 def largest_per_threshold(comps: ThresholdComponents) -> tuple[torch.Tensor, torch.Tensor]:
     """The largest component's box per (threshold, image): boxes ``(T, B, 4)`` and a bool
     ``(T, B)`` that is false where no pixel reaches the threshold (box then all zeros).
-    Ties on pixel count: the box first in ``(y1, x1, y2, x2)`` order. Lesson 03."""
+    Ties on pixel count: the box first in ``(y1, x1, y2, x2)`` order. Used by
+    :func:`boxes_from_maps` (lessons 01-05), :func:`heuristic_boxes` and
+    :func:`camlib.metrics.max_box_acc` (lesson 03)."""
     if bool((comps.areas < 0).any()):
         raise ValueError("these components were computed with areas=False; the largest needs areas=True")
     T, B = comps.n_thresholds, comps.n_images

@@ -136,7 +136,8 @@ def classification_error(logits_or_classes: torch.Tensor, labels, k: int = 1) ->
 # ----------------------------------------------------------------------------------------------
 def best_iou(pred_boxes: torch.Tensor, gt_boxes) -> torch.Tensor:
     """Per image, the highest IoU of its predicted box with any of its ground-truth boxes,
-    ``(B,)`` float64 (0 where an image has no ground-truth box). Lesson 01."""
+    ``(B,)`` float64 (0 where an image has no ground-truth box). Used by :func:`box_accuracy` and
+    :func:`mean_iou`, which lessons 03-05 call."""
     pred = _boxes(pred_boxes, "pred_boxes")
     gts = _gt_list(gt_boxes, pred.shape[0])
     out = torch.zeros(pred.shape[0], dtype=torch.float64)
@@ -147,7 +148,7 @@ def best_iou(pred_boxes: torch.Tensor, gt_boxes) -> torch.Tensor:
 
 
 def mean_iou(pred_boxes: torch.Tensor, gt_boxes) -> float:
-    """Mean over images of :func:`best_iou`. Lesson 01."""
+    """Mean over images of :func:`best_iou`. Lessons 03 and 04."""
     ious = best_iou(pred_boxes, gt_boxes)
     _nonempty(len(ious), "mean_iou")
     return float(ious.mean())
@@ -155,7 +156,7 @@ def mean_iou(pred_boxes: torch.Tensor, gt_boxes) -> float:
 
 def box_accuracy(pred_boxes: torch.Tensor, gt_boxes, iou_threshold: float = 0.5) -> float:
     """Fraction of images whose box has IoU ``>= iou_threshold`` with a ground-truth box.
-    Lesson 01 (the GAP-versus-GMP comparison)."""
+    Lessons 03-05."""
     (thr,) = _iou_thresholds([iou_threshold])
     ious = best_iou(pred_boxes, gt_boxes)
     _nonempty(len(ious), "box_accuracy")
@@ -331,7 +332,8 @@ def max_box_acc_v2(maps, gt_boxes, thresholds=None, iou_thresholds=(0.3, 0.5, 0.
 def average_precision(scores: torch.Tensor, labels: torch.Tensor) -> float:
     """Average precision of ``scores`` against bool ``labels`` (any shapes, flattened):
     ``sum_k (R_k - R_{k-1}) P_k`` over the distinct score values from high to low, the step rule
-    of ``sklearn.metrics.average_precision_score`` (no interpolation). Needs a positive. Lesson 03."""
+    of ``sklearn.metrics.average_precision_score`` (no interpolation). Needs a positive. Used by
+    :func:`pxap` (lesson 03)."""
     s = torch.as_tensor(scores).detach().reshape(-1).cpu()
     y = torch.as_tensor(labels).detach().reshape(-1).cpu()
     if s.shape != y.shape:

@@ -47,7 +47,8 @@ def global_pool(features: torch.Tensor, pool: Pool) -> torch.Tensor:
     """GAP (mean over locations) or GMP (max over locations) of ``(B, K, h, w)`` maps -> ``(B, K)``.
 
     The paper writes GAP as a sum; the mean differs by the constant ``1/(h w)``, which the
-    classifier's weights absorb (section 2). Introduced in lesson 01.
+    classifier's weights absorb (section 2). :class:`CAMNet` pools with it, so every network
+    :func:`small_cnn` builds in lesson 01 does.
     """
     if features.ndim != 4:
         raise ValueError(f"features must be (B, K, h, w); got shape {tuple(features.shape)}")
@@ -314,7 +315,8 @@ def torchvision_model(arch: str, weights=None, *, who: str | None = None, **kwar
     """torchvision's ``arch`` (e.g. ``"resnet50"``) with ``weights``; a failed weight download raises
     :class:`WeightsDownloadError` saying which file is missing and where to put it, not a raw
     ``URLError``. torchvision looks for the file in ``torch.hub.get_dir()/checkpoints`` first.
-    Introduced in lesson 03 (the gpu path's pretrained backbones)."""
+    Called by :func:`pretrained_classifier`, which lesson 03 uses for the gpu path's pretrained
+    backbones."""
     import http.client
     import urllib.error
     from torchvision.models import get_model

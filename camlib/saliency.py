@@ -20,7 +20,8 @@ __all__ = ["class_scores", "backprop_saliency", "center_boxes"]
 
 def class_scores(output) -> torch.Tensor:
     """The logits of a model's output: the output itself when it is a tensor, else its
-    ``.logits`` (camlib's ``CAMOutput(logits, features)``). Must be ``(B, C)``. Lesson 03."""
+    ``.logits`` (camlib's ``CAMOutput(logits, features)``). Must be ``(B, C)``. Used by
+    :func:`backprop_saliency` (lesson 03)."""
     logits = output if isinstance(output, torch.Tensor) else getattr(output, "logits", None)
     if not isinstance(logits, torch.Tensor):
         raise ValueError(f"the model must return a (B, C) tensor of logits or an object with .logits, "

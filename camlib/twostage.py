@@ -50,7 +50,8 @@ def cam_boxes(model, ds, *, classes: str = "pred", threshold: float = 0.2, batch
 
     ``ds``: an :class:`InMemoryDataset` (or anything with ``batch``). Maps are upsampled to the
     image size before :func:`camlib.localize.boxes_from_maps`. Returns ``{"boxes" (N, 4), "logits"
-    (N, C), "classes" (N,), "maps" (N, h, w) at feature resolution}`` on the CPU. Lesson 04.
+    (N, C), "classes" (N,), "maps" (N, h, w) at feature resolution}`` on the CPU. Called by
+    :func:`run_two_stage`, which lesson 04 runs.
     """
     if classes not in ("pred", "label"):
         raise ValueError(f"classes must be 'pred' or 'label'; got {classes!r}")
@@ -123,7 +124,8 @@ def two_stage_predict(stage1, stage2, ds: InMemoryDataset, *, input_size, crop_s
     the original pixels, enlarged by ``margin`` (:func:`crop_boxes`) and cut out of the *original*
     at ``crop_size``; stage 2 classifies that crop. Returns the stage-1 and stage-2 logits and
     predictions, the CAM boxes (original pixels), the stage-1 maps and the crop dataset.
-    Lesson 04 (paper section 4.1, Table 4 "GoogLeNet-GAP on crop").
+    It applies the two networks :func:`run_two_stage` (lesson 04) returns to new images, the same
+    way that function tests them (paper section 4.1, Table 4 "GoogLeNet-GAP on crop").
     """
     full = resize_dataset(ds, input_size) if tuple(ds.image_size) != size_hw(input_size) else ds
     s1 = cam_boxes(stage1, full, classes="pred", threshold=threshold, batch_size=batch_size, device=device)

@@ -44,7 +44,8 @@ class ToRGB(v2.Transform):
     PIL image is converted (``Image.convert("RGB")``), a 1-channel tensor image is repeated to 3.
     Boxes and masks pass unchanged. Real datasets hold such files (Caltech-101 has greyscale JPEGs,
     ILSVRC greyscale and CMYK ones); ``Normalize`` with three means needs three channels.
-    Introduced in lesson 03 (used by every transform here)."""
+    Used by every transform here, so by :func:`eval_transform`, the default transform of
+    :class:`RealPhotos` and :class:`ILSVRCVal`, which lesson 03 opens."""
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
         if isinstance(inpt, Image.Image):
@@ -67,8 +68,9 @@ def eval_transform(size: int = 224) -> v2.Compose:
     away) and normalize (ImageNet).
 
     Takes and returns a dict of ``tv_tensors`` (``image``, ``boxes``, ``mask``), or a single PIL
-    image (greyscale and CMYK ones too) and returns a float ``(3, size, size)`` image. Introduced in
-    lesson 03; the paper evaluates on 224-pixel inputs (section 3).
+    image (greyscale and CMYK ones too) and returns a float ``(3, size, size)`` image. The default
+    transform of :class:`RealPhotos` and :class:`ILSVRCVal`, which lesson 03 opens; the paper
+    evaluates on 224-pixel inputs (section 3).
     """
     size = check_size(size)
     return v2.Compose([
@@ -86,7 +88,7 @@ class SanitizeBoxes(torch.nn.Module):
     ``v2.SanitizeBoundingBoxes`` indexes every ``tv_tensors.Mask`` with the boxes' keep-flags, as if
     it were one mask per box ``(N, H, W)``. Ours is one mask for the image: torchvision <= 0.24 then
     fails (the flags' length N is not H), and later versions still drop mask *rows* when N == H.
-    So the mask is held aside while the boxes are sanitized. Introduced in lesson 03.
+    So the mask is held aside while the boxes are sanitized. Used by :func:`train_transform`.
     """
 
     def __init__(self):
@@ -108,7 +110,8 @@ def train_transform(size: int = 224, scale: tuple[float, float] = (0.25, 1.0)) -
     Boxes left with no area by the crop are dropped (``SanitizeBoundingBoxes``), so a training
     sample may carry fewer boxes than its annotation. ``scale`` is the crop's area fraction range;
     the default keeps at least a quarter of the image so that the object usually survives.
-    Introduced in lesson 03 (the paper trains on 224 crops with mirroring, section 3).
+    No lesson calls it: it is for training on a file-backed dataset directly, e.g. as
+    ``transform=`` of :class:`CUB200` (the paper trains on 224 crops with mirroring, section 3).
     """
     size = check_size(size)
     lo, hi = scale
@@ -149,7 +152,8 @@ def make_sample(image: Image.Image, label: int, boxes: Any, mask: np.ndarray | N
     :func:`eval_transform` of ``size``) receives a dict of ``tv_tensors`` (``Image``,
     ``BoundingBoxes``, ``Mask``) and must return one with the same keys and a float ``(3, h, w)``
     image. The sample holds plain tensors: image float32 ``(3, h, w)``, label int, boxes float32
-    ``(N, 4)``, mask bool ``(h, w)``. Introduced in lesson 03.
+    ``(N, 4)``, mask bool ``(h, w)``. Each sample of :class:`RealPhotos` and :class:`ILSVRCVal`
+    (both opened by lesson 03), :class:`CUB200` and :class:`OxfordPets` is made here.
     """
     if not isinstance(image, Image.Image):
         raise ValueError(f"image must be a PIL image; got {type(image).__name__}")
@@ -190,7 +194,8 @@ def collate_samples(batch: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
     Returns ``{"image": (B, 3, H, W), "label": (B,) int64, "boxes": [ (N_i, 4) ... ]}`` plus
     ``"mask": (B, H, W)`` bool when every sample has one; any other key becomes a list. Images must
-    share one size (use a fixed-size transform). Introduced in lesson 03.
+    share one size (use a fixed-size transform). The ``collate_fn`` of
+    :func:`camlib.evaluation.evaluate_stream`, which lesson 03 calls (as ``recipes.evaluate_stream``).
     """
     if len(batch) == 0:
         raise ValueError("collate_samples needs at least one sample; got an empty batch")
@@ -266,7 +271,8 @@ def read_image(path: str | os.PathLike) -> Image.Image:
     """Open and fully decode an image file as RGB; :class:`BadImageError` naming the file if it cannot.
 
     Decoding happens here (not lazily at the first transform), so a truncated JPEG is caught with
-    its path. Introduced in lesson 03.
+    its path. Used by :class:`ILSVRCVal` (lesson 03's gpu path), :class:`CUB200` (lesson 04's) and
+    the datasets of :func:`camlib.data.transfer.transfer_datasets` (lesson 05's).
     """
     try:
         with Image.open(path) as im:

@@ -85,7 +85,8 @@ def fetch_cub(root: str | Path, *, url: str = CUB_URL, md5: str | None = CUB_MD5
     """Download ``CUB_200_2011.tgz`` into ``root`` (resumable, MD5-verified), check its size, and
     unpack it there; returns ``root``. Raises :class:`~camlib.data.download.DownloadError` (one
     sentence: no network, a refused address) or :class:`~camlib.data.download.ChecksumError`.
-    Lesson 04 (gpu path) and ``python -m camlib.recipes --recipe cub-*``."""
+    Called by :class:`CUB200` with ``download=True``, as lesson 04's gpu path opens it, and so by
+    ``python -m camlib.recipes --recipe cub-*``."""
     from .archives import extract_archive
     from .download import ChecksumError, download_url
     root = Path(root)
@@ -113,7 +114,8 @@ class CUB200(torch.utils.data.Dataset):
     (and, with ``with_masks``, the segmentations) when absent; ``url``/``md5`` and
     ``seg_url``/``seg_md5`` may point elsewhere (a mirror, or a test server). ``transform`` gets a
     dict of ``tv_tensors``; the default resizes to ``size`` x ``size`` and normalizes
-    (:func:`camlib.data.common.eval_transform`). Introduced in lesson 03 (paper section 4.1).
+    (:func:`camlib.data.common.eval_transform`). Introduced in lesson 04's gpu path (paper
+    section 4.1).
     """
 
     def __init__(self, root: str | Path | None = None, split: str = "train", transform: Callable | None = None,

@@ -128,7 +128,8 @@ def download_url(url: str, dest: str | os.PathLike, *, md5: str | None = None, s
       :class:`ChecksumError`. A transfer cut short raises :class:`DownloadError` and keeps the
       ``.part`` file so that calling again resumes.
 
-    Introduced in lesson 03.
+    Reached from :class:`~camlib.data.cub.CUB200` with ``download=True``, as lesson 04's gpu path
+    opens it.
     """
     if not isinstance(url, str) or not url.lower().startswith(("http://", "https://")):
         raise ValueError(f"url must be an http:// or https:// address; got {url!r}")

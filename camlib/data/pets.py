@@ -62,7 +62,9 @@ class OxfordPets(torch.utils.data.Dataset):
 
     ``root``: the folder that holds ``oxford-iiit-pet/`` (default ``data_dir()``). ``download``
     is passed to torchvision, which fetches and checks the two archives. ``label`` is the breed,
-    0..36 (``class_names``). Introduced in lesson 03.
+    0..36 (``class_names``). No lesson opens it: it gives Pets with boxes and masks for
+    localization beyond the course (lesson 05 classifies Pets through
+    :func:`camlib.data.transfer.transfer_datasets`, without boxes).
     """
 
     def __init__(self, root: str | Path | None = None, split: str = "test", transform: Callable | None = None,

@@ -33,7 +33,8 @@ class ImageList(torch.utils.data.Dataset):
     """Image files and labels as ``{"image", "label", "boxes"}`` samples (no boxes: ``(0, 4)``).
 
     An image that cannot be decoded is recorded in ``unreadable`` (index -> reason), warned about
-    once, and the next readable image of the list stands in for it. Lesson 05."""
+    once, and the next readable image of the list stands in for it. The dataset type
+    that :func:`transfer_datasets` returns (lesson 05's gpu path)."""
 
     def __init__(self, paths, labels, class_names, transform: Callable | None = None, *, size: int = 224,
                  name: str = "images"):
