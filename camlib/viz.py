@@ -80,15 +80,17 @@ def map_colorbar(ax, mappable, *, normalized: bool = False, label: str | None = 
 def show_map(image, cam=None, *, ax=None, alpha: float = 0.5, boxes=(), box_colors=BOX_COLORS,
              box_labels: Sequence[str] | None = None, title: str | None = None, cmap: str = "jet",
              normalize: bool = False, vmin: float | None = None, vmax: float | None = None,
-             colorbar: bool = True, colorbar_label: str | None = None, legend: bool = True):
+             colorbar: bool = True, colorbar_label: str | None = None, legend: bool | None = None):
     """An image with a map over it (upsampled to the image if needed) and optional boxes.
 
     By default the map keeps its values (``normalize=False``) and gets a colorbar that shows them,
     so a weak map looks weak; ``normalize=True`` min-max scales it to [0, 1] and the colorbar says
     so; ``vmin``/``vmax`` put several panels on one scale (then one colorbar, ``colorbar=False`` on
-    the others, serves them all). Boxes get a legend under the axis (``legend=True``) naming each:
-    ``box_labels``, else the course's convention ``BOX_LABELS`` (ground truth first, then the box
-    drawn from the map). Introduced in lesson 00.
+    the others, serves them all). Boxes get a legend under the axis naming each: ``box_labels``,
+    else the course's convention ``BOX_LABELS`` (ground truth first, then the box drawn from the
+    map). ``legend=None`` (default): a panel carries the legend unless an earlier panel of its figure
+    already names the same boxes, so a grid names them once; ``True``/``False`` force it on or off.
+    Introduced in lesson 00.
     """
     ax = _ax(ax)
     img = to_image(image)
@@ -115,8 +117,11 @@ def show_map(image, cam=None, *, ax=None, alpha: float = 0.5, boxes=(), box_colo
     colors = [box_colors[i % len(box_colors)] for i in range(len(boxes))]
     for b, c in zip(boxes, colors):
         draw_box(ax, b, c)
-    if boxes and legend:
+    named = tuple(zip(labels[:len(boxes)], colors))
+    shown = ax.figure.__dict__.setdefault("_camlib_box_legends", set())   # legends already in this figure
+    if boxes and (legend or (legend is None and named not in shown)):
         box_legend(ax, labels[:len(boxes)], colors)
+        shown.add(named)
     if title:
         ax.set_title(title, fontsize=9)
     ax.set_axis_off()

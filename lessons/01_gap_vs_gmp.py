@@ -271,12 +271,13 @@ plt.show()
 
 # %%
 seed0 = S["seeds"][0]
-fig, axes = plt.subplots(2, 8, figsize=(16, 4.4))
+fig, axes = plt.subplots(2, 8, figsize=(16, 4.8))
 for row, pool in enumerate(("gap", "gmp")):
     r = results[seed0][pool]
+    lo, hi = float(r["maps"][show].min()), float(r["maps"][show].max())   # one scale per row: compare the heads
     for j, i in enumerate(show):
-        viz.show_map(val_set.images[i], r["maps"][i], ax=axes[row, j], alpha=0.5,
-                     boxes=[val_set.boxes[i], r["boxes"][i]], box_colors=("lime", "red"))
+        viz.show_map(val_set.images[i], r["maps"][i], ax=axes[row, j], alpha=0.5, vmin=lo, vmax=hi,
+                     colorbar=(j == len(show) - 1), boxes=[val_set.boxes[i], r["boxes"][i]], box_colors=("lime", "red"))
     axes[row, 0].set_title(pool.upper(), loc="left", fontsize=11)
 plt.tight_layout(); plt.show()
 
@@ -344,14 +345,16 @@ plt.show()
 
 # %%
 shown = sorted({curve_steps[0], min(curve_steps, key=lambda t: abs(t - S["steps"])), curve_steps[-1]})
-fig, axes = plt.subplots(2 * len(shown), 6, figsize=(10, 3.4 * len(shown)))
+fig, axes = plt.subplots(2 * len(shown), 6, figsize=(12, 4.6 * len(shown)))
 for si, step in enumerate(shown):
     i = curve_steps.index(step)
     for pi, pool in enumerate(("gap", "gmp")):
+        maps6 = curve[pool]["maps"][i][:6]
+        lo, hi = float(maps6.min()), float(maps6.max())                  # one scale per row
         for j in range(6):
-            viz.show_map(val_set.images[j], curve[pool]["maps"][i][j], ax=axes[2 * si + pi, j],
+            viz.show_map(val_set.images[j], maps6[j], ax=axes[2 * si + pi, j], vmin=lo, vmax=hi, colorbar=(j == 5),
                          boxes=[val_set.boxes[j], curve[pool]["boxes"][i][j]], box_colors=("lime", "red"))
-        axes[2 * si + pi, 0].set_title(f"{pool.upper()} @ step {step}", loc="left", fontsize=9)
+        axes[2 * si + pi, 0].set_title(f"{pool.upper()} @ step {step}", loc="left", fontsize=10)
 plt.tight_layout(); plt.show()
 
 # %%

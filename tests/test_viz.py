@@ -66,6 +66,19 @@ def test_boxes_get_a_legend_naming_ground_truth_and_map_box():
     plt.close(fig)
 
 
+def test_a_figure_names_the_same_boxes_once():
+    fig, axes = plt.subplots(2, 3)
+    img = np.zeros((20, 20, 3), np.uint8)
+    for ax in axes.flat:                               # a hand-made grid, as the lessons draw them
+        viz.show_map(img, None, ax=ax, boxes=[(1, 1, 9, 9), (2, 2, 10, 10)])
+    assert [bool(_legend_texts(ax)) for ax in axes.flat] == [True] + [False] * 5
+    viz.show_map(img, None, ax=axes[1, 2], boxes=[(1, 1, 9, 9)], box_labels=["tripod"])  # other boxes: named
+    assert _legend_texts(axes[1, 2]) == ["tripod"]
+    viz.show_map(img, None, ax=axes[1, 1], boxes=[(1, 1, 9, 9), (2, 2, 10, 10)], legend=True)
+    assert _legend_texts(axes[1, 1]) == ["ground truth", "box from the map"]
+    plt.close(fig)
+
+
 def test_grid_puts_all_maps_on_one_scale_with_a_colorbar_per_row_and_one_legend():
     imgs = torch.zeros(6, 3, 8, 8, dtype=torch.uint8)
     maps = torch.arange(6, dtype=torch.float32).view(6, 1, 1).expand(6, 2, 2).clone()
