@@ -471,6 +471,12 @@ display(Markdown(
 #    the middle, each in its own colour): `make_synthetic(n, seed=..., spec="parts")`. Train both
 #    heads and compare their maps. GMP pools a maximum *per channel*: is it rewarded for finding one
 #    part, or one part of each kind? What does that predict, and what do you measure?
+# 4. Make the body's evidence weak at each location but strong on average: a body of small coloured
+#    cells, each the class's own colour only with probability `dot_p`
+#    (`SyntheticSpec(body="dots", head_shared=True)`; the head names only a pair of classes). Averaging
+#    should pay and a single maximum should not. Train both heads for 480 steps and watch the curve:
+#    does GAP stay ahead? (Measured on 8,000 images it did not: GMP's channels learn the *local*
+#    density of a colour, which is high all over the body; `camlib/data/synthetic.py` has the numbers.)
 #
 # ## Questions
 # - How would you design data on which GMP localizes as well as GAP?

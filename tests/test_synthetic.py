@@ -118,3 +118,85 @@ def test_bad_part_specs():
     with pytest.raises(ValueError, match="share a colour"):
         SyntheticSpec(num_classes=2, stripes="random", parts=3)
     SyntheticSpec(num_classes=2, stripes="random")
+
+
+def _nearest_body_colour(img: np.ndarray) -> np.ndarray:
+    """Index into BODY_PALETTE of the nearest body colour of every pixel of ``(3, H, W)`` float images."""
+    from camlib.data.synthetic import BODY_PALETTE
+    d = ((img[None] - BODY_PALETTE[:, :, None, None]) ** 2).sum(1)
+    return d.argmin(0)
+
+
+def test_dots_body_colour_frequencies_follow_dot_p():
+    """body="dots": each body cell is the class's own body colour with chance dot_p, else one of the
+    other body colours uniformly -- so any class shows cells of its pair partner's colour (one cell says
+    little), while the body's average colour names the class."""
+    spec = SyntheticSpec(body="dots", head_shared=True, dot_p=0.35)
+    out = render_synthetic(spec, 4, range(240))
+    imgs = out["images"].astype(np.float32) / 255.0
+    counts = np.zeros((spec.num_classes, spec.num_classes))      # class x body colour, pixel counts
+    partner_seen = []
+    for i in range(240):
+        sel = out["masks"][i] & ~out["part_masks"][i]           # body pixels (the head is painted over)
+        near = _nearest_body_colour(imgs[i])[sel]
+        c = out["labels"][i]
+        counts[c] += np.bincount(near, minlength=spec.num_classes)
+        partner_seen.append((near == (c ^ 1)).any())
+    freq = counts / counts.sum(1, keepdims=True)
+    own = np.diag(freq)
+    other = freq[~np.eye(spec.num_classes, dtype=bool)]
+    assert np.abs(own - 0.35).max() < 0.05, own
+    assert np.abs(other - 0.65 / 7).max() < 0.035, other
+    assert np.mean(partner_seen) > 0.9                          # the partner's colour is on (nearly) every body
+    names = spec.class_names()
+    assert len(set(names)) == spec.num_classes and names[0].split(",")[0] == names[1].split(",")[0]
+
+
+def test_dots_cells_are_dot_cell_pixels_wide():
+    spec = SyntheticSpec(body="dots", dot_p=0.0, noise=0.0)
+    out = render_synthetic(spec, 2, range(30))
+    imgs = out["images"].astype(np.float32) / 255.0
+    widths = []
+    for i in range(30):                         # runs of one colour along rows of the body's interior
+        near = _nearest_body_colour(imgs[i])
+        body = out["masks"][i] & ~out["part_masks"][i]
+        for y in range(64):
+            xs = np.nonzero(body[y])[0]
+            if len(xs) < 12 or not body[y, xs[0]:xs[-1] + 1].all():   # a run not broken by the head
+                continue
+            row = near[y, xs[0]:xs[-1] + 1]
+            change = np.nonzero(np.diff(row))[0]
+            widths += list(np.diff(change))      # complete runs between two colour changes
+            assert not (row == out["labels"][i]).any()   # dot_p=0: the class's own colour never shows
+    widths = np.array(widths)
+    assert len(widths) > 100 and (widths % 3 == 0).all()    # whole cells of 3 px (neighbours may share a colour)
+    assert (widths == 3).mean() > 0.7
+
+
+def test_dots_change_only_the_body():
+    """The dots are drawn after every other random choice: the same objects, heads, background and
+    noise as with stripes; only the body's pixels differ. The default stays the stripes design."""
+    assert SyntheticSpec().body == "stripes" and SyntheticSpec.preset("gapgmp").body == "stripes"
+    a = render_synthetic(SyntheticSpec(), 1, range(40))
+    b = render_synthetic(SyntheticSpec(body="dots"), 1, range(40))
+    for k in ("labels", "boxes", "masks", "part_masks", "part_ids"):
+        assert (a[k] == b[k]).all(), k
+    body = a["masks"] & ~a["part_masks"]
+    assert (a["images"] == b["images"]).transpose(1, 0, 2, 3)[:, ~body].all()
+    assert (a["images"] != b["images"]).transpose(1, 0, 2, 3)[:, body].any(0).mean() > 0.5
+    c = make_synthetic(30, seed=1, spec=SyntheticSpec(body="dots"), chunk=7)
+    assert torch.equal(c.images, torch.from_numpy(b["images"][:30]))
+
+
+def test_bad_dots_specs():
+    with pytest.raises(ValueError, match="body must be"):
+        SyntheticSpec(body="spots")
+    with pytest.raises(ValueError, match="body='dots' needs"):
+        SyntheticSpec(body="dots", parts=3)
+    with pytest.raises(ValueError, match="body='dots' needs"):
+        SyntheticSpec(body="dots", num_classes=12, stripes="random")
+    with pytest.raises(ValueError, match="dot_p"):
+        SyntheticSpec(body="dots", dot_p=1.5)
+    with pytest.raises(ValueError, match="dot_cell"):
+        SyntheticSpec(body="dots", dot_cell=0.5)
+    SyntheticSpec(body="dots", num_classes=7)        # odd class counts are fine without stripes
