@@ -113,6 +113,20 @@ def kernel_env(lesson: str, profile: str | None, report: Path | None) -> dict[st
     return env
 
 
+def kernel_manager(folder: Path | None = None) -> Any:
+    """A kernel manager (asynchronous, as nbclient's own: a blocking one would ignore the cell time
+    limit) whose kernel talks over Unix sockets in a folder of its own (``folder``, else a
+    new temporary one), not over TCP ports. With TCP, a port is picked free and then bound by the
+    kernel a moment later, so kernels started at the same time by other processes (a second build,
+    the tests, the grader) can take the same port: each side then waits for a message that went to
+    another kernel, and the build hangs with both processes idle (seen here twice before this).
+    Unix socket paths are unique to the folder, so that cannot happen."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    folder = Path(folder) if folder is not None else Path(tempfile.mkdtemp(prefix="ck-"))
+    return AsyncKernelManager(kernel_name="python3", transport="ipc", ip=str(folder / "kernel"))
+
+
 def _errors(nb: Any) -> list[tuple[int, Any]]:
     return [(i, o) for i, c in enumerate(nb.cells) if c.cell_type == "code"
             for o in c.get("outputs", []) if o.get("output_type") == "error"]
@@ -190,8 +204,11 @@ def execute_lesson(path: Path, out: Path, *, profile: str | None = None, timeout
     path, out = Path(path), Path(out)
     nb = nbformat.read(path, as_version=4)
     env = {**kernel_env(path.name[:2], profile, report), **(extra_env or {})}
+    sockets = Path(tempfile.mkdtemp(prefix="ck-"))
     client = NotebookClient(nb, timeout=timeout if timeout and timeout > 0 else None, kernel_name="python3",
-                            resources={"metadata": {"path": str(path.parent)}})
+                            km=kernel_manager(sockets), resources={"metadata": {"path": str(path.parent)}})
+    running = [None]                                   # the index of the cell being run (for a timeout's message)
+    client.on_cell_start = lambda cell, cell_index: running.__setitem__(0, cell_index)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     error = ""
@@ -201,7 +218,8 @@ def execute_lesson(path: Path, out: Path, *, profile: str | None = None, timeout
     except Exception as exc:  # a failed lesson is reported, and the others still run
         failed = _errors(nb)
         if isinstance(exc, CellTimeoutError):
-            error = (f"cell {failed[0][0]}: " if failed else "") + f"timed out (limit {timeout:g} s per cell)"
+            where = failed[0][0] if failed else running[0]
+            error = (f"cell {where}: " if where is not None else "") + f"timed out (limit {timeout:g} s per cell)"
         elif failed:
             i, o = failed[0]
             error = f"cell {i}: {o.get('ename', '')}: {o.get('evalue', '')}"
@@ -210,6 +228,8 @@ def execute_lesson(path: Path, out: Path, *, profile: str | None = None, timeout
         note = nbformat.v4.new_markdown_cell(f"**This lesson failed in the course build** ({error}).")
         note.metadata["tags"] = ["build-error"]
         nb.cells.insert(0, note)
+    finally:
+        shutil.rmtree(sockets, ignore_errors=True)
     seconds = time.perf_counter() - start
     _write_atomic(out / path.name, _notebook_text(nb))
     exporter = HTMLExporter(mathjax_url=mathjax) if mathjax else HTMLExporter()
@@ -562,9 +582,13 @@ def _run_allowing_errors(nb: Any, lesson: str, cwd: Path, profile: str | None,
     """Execute ``nb`` in place, going on after errors; return ``{cell index: its error output}``."""
     from nbclient import NotebookClient
 
-    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", allow_errors=True,
+    sockets = Path(tempfile.mkdtemp(prefix="ck-"))
+    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", allow_errors=True, km=kernel_manager(sockets),
                             resources={"metadata": {"path": str(cwd)}})
-    client.execute(env=kernel_env(lesson, profile, None), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        client.execute(env=kernel_env(lesson, profile, None), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    finally:
+        shutil.rmtree(sockets, ignore_errors=True)
     return dict(_errors(nb))
 
 

@@ -405,7 +405,12 @@ def _worker(job_dir: str) -> None:
         ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
     except Exception:  # noqa: BLE001 -- not Linux: the kernel's process group is still killed
         pass
-    km = KernelManager(kernel_name="python3")
+    import tempfile
+
+    # Unix sockets in a folder of its own, not TCP ports that a kernel started elsewhere at the same
+    # moment could take (see coursekit.course.kernel_manager)
+    sockets = tempfile.mkdtemp(prefix="ck-")
+    km = KernelManager(kernel_name="python3", transport="ipc", ip=str(Path(sockets) / "kernel"))
     try:
         km.start_kernel(env=job["env"], cwd=job["cwd"])
         kc = km.client()
@@ -470,6 +475,8 @@ def _worker(job_dir: str) -> None:
         except Exception:  # noqa: BLE001
             pass
         _kill_children()
+        import shutil
+        shutil.rmtree(sockets, ignore_errors=True)
 
 
 def _boot() -> str:

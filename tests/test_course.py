@@ -162,3 +162,12 @@ def test_a_cell_over_the_time_limit_fails_its_lesson(tmp_path):
     runs = course.build(lessons, tmp_path / "out", timeout=2, echo=lambda m: None)
     assert not runs[0].ok and runs[0].error == "cell 0: timed out (limit 2 s per cell)"
     assert runs[0].seconds < 30
+
+
+def test_kernels_talk_over_unix_sockets_not_tcp_ports(tmp_path):
+    # TCP ports are picked free and bound a moment later: a kernel started at the same time by another
+    # process could take one, and both builds then hang idle (seen twice). Unix sockets in a folder of
+    # the build's own cannot collide.
+    km = course.kernel_manager(tmp_path)
+    assert km.transport == "ipc" and km.ip.startswith(str(tmp_path))
+    assert type(km).__name__ == "AsyncKernelManager"        # a blocking manager ignores the cell time limit

@@ -282,7 +282,8 @@ def test_a_submission_that_changes_protected_files_is_flagged_and_they_are_put_b
 def test_cells_are_matched_whatever_their_ids_and_order(batch):
     rows = batch["rows"]
     assert {k: e["matched_by"] for k, e in rows["no_ids"]["exercises"].items()} == \
-        {"01:gap": "function name", "01:gmp": "function name"}
+        {"01:gap": "function name", "01:gmp": "function name", "01:lse_pool": "function name",
+         "01:mask_coverage": "function name"}
     assert rows["reordered"]["exercises"]["01:gap"]["matched_by"] == "grade_id"
     assert rows["reordered"]["exercises"]["01:gap"]["cell"] == 2
 
