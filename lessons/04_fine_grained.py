@@ -236,7 +236,7 @@ fig, axes = plt.subplots(1, 8, figsize=(15, 2.3))
 for j, i in enumerate(show):
     viz.show_map(test_full.images[i], s1["maps"][i], ax=axes[j], alpha=0.45, legend=(j == 0),
                  boxes=[test_full.boxes[i], cam_boxes_test[i], regions["CAM crop"][1][i], regions["same size, random place"][1][i]],
-                 box_colors=("lime", "red", "yellow", "white"),
+                 box_colors=("lime", "red", "yellow", "magenta"),
                  box_labels=["true box", "CAM box", "CAM crop", "same size, random"], title=f"pred {names[int(pred_full[i])]}")
 plt.tight_layout(); plt.show()
 display(Markdown(
