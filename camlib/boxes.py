@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torchvision.ops import box_area, clip_boxes_to_image
 
-__all__ = ["as_boxes", "area", "clip"]
+__all__ = ["as_boxes", "area", "clip", "size_hw"]
 
 
 def as_boxes(boxes: Any, name: str = "boxes", *, ndim: int = 2, count: int | None = None,
@@ -60,3 +60,16 @@ def clip(boxes: torch.Tensor, image_size) -> torch.Tensor:
     """Boxes cut to the ``(H, W)`` image ``[0, W] x [0, H]`` (``torchvision.ops.clip_boxes_to_image``)."""
     H, W = image_size
     return clip_boxes_to_image(boxes, (int(H), int(W)))
+
+
+def size_hw(size) -> tuple[int, int]:
+    """``(H, W)`` from an int side or a pair; ValueError otherwise."""
+    if isinstance(size, int) and not isinstance(size, bool):
+        size = (size, size)
+    try:
+        h, w = (int(v) for v in size)
+    except (TypeError, ValueError):
+        raise ValueError(f"size must be an int or (H, W); got {size!r}") from None
+    if h < 1 or w < 1:
+        raise ValueError(f"size must be positive; got {(h, w)}")
+    return h, w

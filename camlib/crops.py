@@ -14,24 +14,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .boxes import area, as_boxes, clip
+from .boxes import area, as_boxes, clip, size_hw
 from .data.memory import InMemoryDataset
 
 __all__ = ["crop_boxes", "same_size_boxes", "box_coverage", "jitter_boxes", "crop_images", "crop_masks",
            "boxes_into_crops", "boxes_from_crops", "resize_dataset", "crop_dataset"]
-
-
-def size_hw(size) -> tuple[int, int]:
-    """``(H, W)`` from an int side or a pair; ValueError otherwise."""
-    if isinstance(size, int) and not isinstance(size, bool):
-        size = (size, size)
-    try:
-        h, w = (int(v) for v in size)
-    except (TypeError, ValueError):
-        raise ValueError(f"size must be an int or (H, W); got {size!r}") from None
-    if h < 1 or w < 1:
-        raise ValueError(f"size must be positive; got {(h, w)}")
-    return h, w
 
 
 def _check_boxes(boxes, name: str = "boxes") -> torch.Tensor:

@@ -31,7 +31,8 @@ import torch
 from . import localize
 from .cam import class_activation_maps, upsample
 # the crop geometry lives in camlib.crops; the lesson reads it as part of the pipeline (twostage.crop_boxes)
-from .crops import (size_hw, box_coverage, boxes_from_crops, boxes_into_crops, crop_boxes, crop_dataset,  # noqa: F401
+from .boxes import size_hw
+from .crops import (box_coverage, boxes_from_crops, boxes_into_crops, crop_boxes, crop_dataset,  # noqa: F401
                     crop_images, crop_masks, jitter_boxes, resize_dataset, same_size_boxes)
 from .data.memory import InMemoryDataset
 from .inference import batches, evaluating, model_device, predict

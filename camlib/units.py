@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .boxes import clip
+from .boxes import clip, size_hw
 from .cam import upsample
 from .inference import batches, evaluating, model_device
 
@@ -132,7 +132,7 @@ def peak_boxes(cells: torch.Tensor, map_size, image_size, patch: float) -> torch
     if cells.shape[-1] != 2:
         raise ValueError(f"cells must end in (row, col); got shape {tuple(cells.shape)}")
     h, w = (int(v) for v in map_size)
-    H, W = (int(image_size), int(image_size)) if isinstance(image_size, int) else (int(v) for v in image_size)
+    H, W = size_hw(image_size)
     if not patch > 0:
         raise ValueError(f"patch must be positive; got {patch}")
     cy = (cells[..., 0].float() + 0.5) * H / h

@@ -419,6 +419,8 @@ def _worker(job_dir: str) -> None:
     except Exception as exc:  # noqa: BLE001
         status["end"] = f"kernel did not start: {type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]
         save()
+        import shutil
+        shutil.rmtree(sockets, ignore_errors=True)
         return
 
     def run(code: str, timeout: float) -> tuple[str, str]:

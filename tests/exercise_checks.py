@@ -25,3 +25,22 @@ def graded(check, fn, seed):
     """What the instructor's grader says about ``fn``, on trials drawn from ``seed`` (``''``: right)."""
     spec = ex.spec(check, seed=seed)
     return ex.diagnose(spec, [fn(*t) for t in spec.trials])
+
+
+def assert_mistakes_distinct(name, seeds=range(12)):
+    """On every seed, each listed mistake of check ``name`` differs from the right answer and from every
+    other mistake (so each diagnosis can be told apart)."""
+    from camlib.exercises._engine import _matches
+    for seed in seeds:
+        spec = ex.spec(name, seed=seed)
+        answers = [[fn(*t) for t in spec.trials] for _, fn in spec.mistakes]
+        refs = [spec.reference(*t) for t in spec.trials]
+
+        def same(xs, ys):
+            return all(_matches(spec.convert(name, x), y, spec.rtol, spec.atol) for x, y in zip(xs, ys))
+
+        for (text, _), ans in zip(spec.mistakes, answers):
+            assert not same(ans, refs), f"seed {seed}: {text!r} passes as right"
+        for i in range(len(answers)):
+            for j in range(i + 1, len(answers)):
+                assert not same(answers[i], answers[j]), f"seed {seed}: mistakes {i} and {j} look alike"
