@@ -67,7 +67,7 @@ from camlib.data import make_synthetic
 
 cfg = config.get_profile()
 S = cfg.lesson("03")
-S01 = cfg.lesson("01")       # the GAP network of lesson 01 (same settings: same checkpoint)
+S01 = S["net"]               # the small GAP network's data and training (lesson 01's network)
 print(cfg.describe())
 print(S)
 
@@ -93,8 +93,9 @@ for name, shape in sizes.items():
 
 # %% [markdown]
 # ## A network to evaluate
-# The small GAP network of lesson 01, trained on the synthetic objects (loaded from its checkpoint
-# if lesson 01 already trained it with the same settings), and a fresh validation set.
+# The small GAP network of lesson 01, trained the same way on the striped synthetic objects of
+# lessons 02 and 06 (the head names the class, the stripe direction a pair; loaded from its
+# checkpoint if this lesson already trained it with the same settings), and a fresh validation set.
 
 # %%
 train_set = make_synthetic(S01["n_train"], seed=cfg.seed)
@@ -103,7 +104,7 @@ torch.manual_seed(cfg.seed)
 net = models.small_cnn(train_set.num_classes, "gap")
 train.fit(net, train_set, make_synthetic(S01["n_val"], seed=cfg.seed + 1000), steps=S01["steps"],
           batch_size=S01["batch_size"], lr=2e-3, seed=cfg.seed, device=cfg.device, snapshot_steps=S01["snapshots"],
-          checkpoint=config.checkpoint_path("lesson01-gap", seed=cfg.seed, **S01), resume=True)
+          checkpoint=config.checkpoint_path("lesson03-gap", seed=cfg.seed, **S01), resume=True)
 net.eval()
 H, W = val_set.image_size
 pred = train.predict(net, val_set, maps="pred", topk=5, size=(H, W), device=cfg.device)

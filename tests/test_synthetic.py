@@ -200,3 +200,46 @@ def test_bad_dots_specs():
     with pytest.raises(ValueError, match="dot_cell"):
         SyntheticSpec(body="dots", dot_cell=0.5)
     SyntheticSpec(body="dots", num_classes=7)        # odd class counts are fine without stripes
+
+
+def test_tint_mixes_the_head_colour_into_the_body_only():
+    """``body_tint`` is drawn after every other choice: the same objects as without it, and on the body
+    (outside the head) each pixel moves towards the class's head colour by the drawn share."""
+    from camlib.data.synthetic import HEAD_PALETTE
+    spec = SyntheticSpec.preset("tinted")
+    assert spec.image_size == 96 and spec.stripes == "random" and spec.body_tint == (0.3, 0.5)
+    flat = dict(noise=0.0, stripe_dark=(1.0, 1.0))               # no noise, no stripes: exact colours
+    plain = render_synthetic(SyntheticSpec.preset("tinted", body_tint=(0.0, 0.0), **flat), 2, range(24))
+    tinted = render_synthetic(SyntheticSpec.preset("tinted", **flat), 2, range(24))
+    for k in ("labels", "boxes", "masks", "part_masks"):
+        assert (plain[k] == tinted[k]).all(), k
+    body = plain["masks"] & ~plain["part_masks"]
+    a, b = plain["images"].astype(np.float64) / 255, tinted["images"].astype(np.float64) / 255
+    assert (a.transpose(1, 0, 2, 3)[:, ~body] == b.transpose(1, 0, 2, 3)[:, ~body]).all()   # only the body changes
+    for i, c in enumerate(plain["labels"]):
+        head = HEAD_PALETTE[c][:, None]
+        pa, pb = a[i][:, body[i]], b[i][:, body[i]]
+        # one share t for the whole body: pb = (1 - t) pa + t head
+        far = np.abs(head - pa) > 0.2
+        t = ((pb - pa) / np.where(far, head - pa, 1.0))[far]
+        assert 0.29 <= np.median(t) <= 0.51 and t.std() < 0.02, (i, np.median(t), t.std())
+        assert np.abs(pb - head).mean() < np.abs(pa - head).mean()    # nearer the class's own colour
+
+
+def test_body_noise_and_stripe_contrast_are_knobs_with_checks():
+    base = render_synthetic(SyntheticSpec(), 5, range(16))
+    noisy = render_synthetic(SyntheticSpec(body_noise=3.0), 5, range(16))
+    body = base["masks"] & ~base["part_masks"]
+    diff = (noisy["images"].astype(int) - base["images"].astype(int)).transpose(1, 0, 2, 3)
+    assert (diff[:, ~body] == 0).all() and np.abs(diff[:, body]).mean() > 5     # more noise on the body only
+    flat = render_synthetic(SyntheticSpec(stripe_dark=(1.0, 1.0), noise=0.0), 5, range(4))
+    for i in range(4):
+        px = flat["images"][i][:, body[i]]
+        assert px.std(axis=1).max() <= 1.0                           # no stripes: one colour per body
+    for bad in (dict(body_tint=(0.5, 0.2)), dict(body_tint=(0.0, 1.5)), dict(stripe_dark=(-0.1, 0.5))):
+        with pytest.raises(ValueError, match="must be a range"):
+            SyntheticSpec(**bad)
+    with pytest.raises(ValueError, match="body_noise"):
+        SyntheticSpec(body_noise=-1.0)
+    with pytest.raises(ValueError, match="body_tint applies"):
+        SyntheticSpec(body="dots", body_tint=(0.3, 0.5))

@@ -11,10 +11,29 @@ in real photos:
 A network with a GMP head can succeed by finding the head alone; a GAP head is rewarded for every
 location with evidence, so it learns to cover the body too. This is the paper's section 2 argument
 made measurable (``../shared/FINDINGS.md``: when only the head carried evidence, both heads' maps
-collapsed onto it). It holds for short training only: trained long enough (the gpu profile's 240
-steps), GAP comes to rely on the head alone and GMP's maps spread along the striped body, so the
-order of the two heads reverses (FINDINGS, "Lesson 01 at the gpu profile's sizes"); lesson 01
-shows this over training steps.
+collapsed onto it). With this default design it holds for short training only: trained long enough
+(240 steps), GAP comes to rely on the head alone and GMP's maps spread along the striped body, so the
+order of the two heads reverses (FINDINGS, "Lesson 01 at the gpu profile's sizes").
+
+**Lesson 01's design, preset ``"tinted"``**, keeps the order at every training length measured. The
+head's colour names the class; the body carries a *tint* of the same colour (``body_tint``: the share
+of the head's colour mixed into the body's random colour, 0.3-0.5) under stripes in a random
+direction, which carry nothing. The tint is the same kind of evidence as the head, only weaker and
+spread over the whole object, so GMP, whose maximum sits on the head, gains nothing from it, while
+GAP gains from every tinted location. Bodies are larger and rounder and the image is 96 px, so the
+receptive field's halo (a 21-px field around each map cell) is small beside the object. Measured
+(2026-11-28, 8,000 images, seed 0, snapshots of one 480-step run; box accuracy at the paper's rule):
+GAP 0.81 / 0.70 / 0.60 / 0.60 vs GMP 0.24 / 0.19 / 0.17 / 0.13 at steps 80 / 160 / 240 / 480;
+accuracy GAP 0.87 / 0.99 / 0.99 / 1.00, GMP 0.99-1.00; GAP's boxes 1.0x the object's area throughout,
+GMP's 0.25x (the head). Longer training *shrinks* GMP's maps: the paper's mechanism grows stronger.
+What did not work on the way (same protocol): a weaker tint (0.15-0.3, body noise 2x) lets both
+heads collapse onto the head (GAP 0.24 -> 0.03, GMP 0.17 -> 0.10); a strong tint on a plain body
+(0.35-0.55, no stripes) is read by GMP too (GMP 0.86-0.89 throughout) while GAP's halo grows to 2x
+the object (0.95 -> 0.38); the same tint at 64 px keeps the order (GAP 0.83 -> 0.50, GMP 0.45 ->
+0.32) but GAP's halo grows to 1.5x; faint stripes under body noise (``stripe_dark=(0.8, 0.9)``,
+``body_noise=3``) are ignored by both when the head names the class, and learnt by both, GAP first,
+when the head names only the pair (``head_shared=True``: GAP 0.27 / 0.73 vs GMP 0.05 / 0.66 at steps
+160 / 480).
 
 ``parts=3`` (preset ``"parts"``) adds two more parts that each name the class: a band across the
 body near its back end (*tail*) and a square at its centre (*middle*). Part ``k`` of class ``c``
@@ -115,6 +134,9 @@ class SyntheticSpec:
     body: Literal["stripes", "dots"] = "stripes"  # the body's texture (the stripe fields apply to "stripes" only)
     dot_p: float = 0.35             # dots: chance that a cell takes the class's own body colour
     dot_cell: float = 3.0           # dots: cell size at 64 px
+    stripe_dark: tuple[float, float] = (0.25, 0.45)  # brightness of the dark stripes (1.0 = no stripes)
+    body_noise: float = 1.0         # the pixel noise on the body, as a multiple of ``noise``
+    body_tint: tuple[float, float] = (0.0, 0.0)  # share of the head's colour mixed into the body's
 
     def __post_init__(self) -> None:
         if not isinstance(self.image_size, int) or self.image_size < 16:
@@ -135,6 +157,15 @@ class SyntheticSpec:
         if len({o % colours for o in PART_OFFSETS[:self.parts]}) < self.parts:
             raise ValueError(f"with {colours} colours the {self.parts} parts would share a colour "
                              f"(colour offsets {PART_OFFSETS[:self.parts]}); use another num_classes or fewer parts")
+        for name in ("stripe_dark", "body_tint"):
+            lo, hi = getattr(self, name)
+            if not 0.0 <= lo <= hi <= 1.0:
+                raise ValueError(f"{name} must be a range (low, high) with 0 <= low <= high <= 1, got {(lo, hi)!r}")
+        if not self.body_noise >= 0.0:
+            raise ValueError(f"body_noise must be >= 0 (a multiple of noise), got {self.body_noise!r}")
+        if self.body == "dots" and self.body_tint != (0.0, 0.0):
+            raise ValueError(f"body_tint applies to body='stripes' only (a dotted body has its own colours); "
+                             f"got body_tint={self.body_tint!r}")
         if self.body not in ("stripes", "dots"):
             raise ValueError(f"body must be 'stripes' or 'dots', got {self.body!r}")
         if self.body == "dots":
@@ -173,11 +204,17 @@ class SyntheticSpec:
 
     @classmethod
     def preset(cls, name: str, **changes) -> "SyntheticSpec":
-        """Named variants: ``"gapgmp"`` (the default spec of :func:`make_synthetic`, which lessons 01-03
-        and 06 call; lesson 05 builds the same spec as ``SyntheticSpec(parts=1)``), ``"parts"`` (lesson
-        01's exercise, ``make_synthetic(..., spec="parts")``) and ``"fine"`` (lesson 04)."""
+        """Named variants: ``"gapgmp"`` (the default spec of :func:`make_synthetic`, which lessons 02, 03
+        and 06 call; lesson 05 builds the same spec as ``SyntheticSpec(parts=1)``), ``"tinted"`` (lesson
+        01's data), ``"parts"`` (lesson 01's exercise, ``make_synthetic(..., spec="parts")``) and
+        ``"fine"`` (lesson 04)."""
         presets = {
             "gapgmp": cls(),
+            # lesson 01: the head names the class, the body carries a faint tint of the head's colour (weak
+            # evidence spread over the object) and stripes in a random direction (none); larger, rounder
+            # bodies at 96 px, so the receptive field's halo is small beside the object (module docstring)
+            "tinted": cls(image_size=96, stripes="random", body_tint=(0.3, 0.5), body_length=(16.0, 23.0),
+                          body_aspect=(0.55, 0.75)),
             # three class-naming parts (head, tail, middle): a design measured on 2026-11-28 (module docstring)
             "parts": cls(parts=3),
             # lesson 04: the head colour names a pair, thin stripes (2.4-3.2 px period at 128 px) the class
@@ -222,9 +259,10 @@ def _draw_params(spec: SyntheticSpec, seed: int, index: int) -> dict:
         stripe=((label % 2) if spec.head_shared else (label // 2)) if spec.stripes == "pairs"
         else int(rng.integers(len(STRIPE_ANGLES))),
         period=rng.uniform(*spec.stripe_period) * s, phase=rng.uniform(), body_rgb=rng.uniform(0.35, 0.85, size=3),
-        stripe_dark=rng.uniform(0.25, 0.45), bg=np.clip(bg, 0, 1).astype(np.float32), dist=dist,
+        stripe_dark=rng.uniform(*spec.stripe_dark), bg=np.clip(bg, 0, 1).astype(np.float32), dist=dist,
         noise=rng.standard_normal((3, S, S), dtype=np.float32) * spec.noise,
         **(_draw_dots(spec, rng, label) if spec.body == "dots" else {}),
+        tint=rng.uniform(*spec.body_tint) if spec.body_tint != (0.0, 0.0) else 0.0,
     )
 
 
@@ -293,11 +331,14 @@ def render_synthetic(spec: SyntheticSpec, seed: int, indices) -> dict[str, np.nd
         dots = np.stack([p["dots"] for p in P]).astype(np.int64)
         cell = dots[np.arange(B)[:, None, None], iy[:, :, None], ix[:, None, :]]
         img = np.where(body[:, None], BODY_PALETTE[cell].transpose(0, 3, 1, 2), img)
-    else:
-        img = np.where(body[:, None], body_rgb * shade, img)
-
     labels = np.array([p["label"] for p in P], dtype=np.int64)
     colours = spec.num_classes // spec.spots
+    head_idx = labels // 2 if spec.head_shared else labels % colours
+    head_rgb = HEAD_PALETTE[head_idx][:, :, None, None]
+    if spec.body != "dots":
+        tint = col("tint")[:, None]
+        img = np.where(body[:, None], ((1 - tint) * body_rgb + tint * head_rgb) * shade, img)
+
     part = np.zeros((B, S, S), dtype=bool)
     if spec.spots > 1:                             # fine-grained: a small spot on one side of the body
         spot = labels // colours
@@ -308,8 +349,6 @@ def render_synthetic(spec: SyntheticSpec, seed: int, indices) -> dict[str, np.nd
         part |= spot_mask
     hu = 0.85 * a
     head = (u - hu) ** 2 + v ** 2 <= col("r_head") ** 2
-    head_idx = labels // 2 if spec.head_shared else labels % colours
-    head_rgb = HEAD_PALETTE[head_idx][:, :, None, None]
     img = np.where(head[:, None], head_rgb, img)
     part |= head
     part_id = np.where(head, np.int8(1), np.int8(0))
@@ -326,6 +365,8 @@ def render_synthetic(spec: SyntheticSpec, seed: int, indices) -> dict[str, np.nd
         part_id = np.where(mid, np.int8(3), part_id)
 
     noise = np.stack([p["noise"] for p in P]) if B else 0.0
+    if spec.body_noise != 1.0:
+        noise = noise * np.where(body & ~part, np.float32(spec.body_noise), np.float32(1.0))[:, None]
     img = np.clip(img + noise, 0.0, 1.0)
     mask = body | head
     boxes = np.zeros((B, 4), dtype=np.float32)
