@@ -176,33 +176,6 @@ check_lse_pool(lse_pool)
 
 
 # %% [markdown]
-# ## Two networks that differ only in the pooling
-#
-# A small CNN: five 3×3 conv–BatchNorm–ReLU blocks with two stride-2 stages, so a 96-px image gives
-# 24×24 feature maps (one map cell is 4 px; each cell sees a 21-px window of the image); then the pooling, then one linear layer. Same initialization, same data
-# order, same optimizer (Adam, one-cycle schedule) — only `pool` differs. Training uses the labels
-# only: the boxes and masks are never shown to the loss. Checkpoints are written as training goes,
-# so a re-run (or a Colab disconnect) resumes instead of starting over.
-
-# %%
-def train_pair(seed, steps=S["steps"], snapshots=S["snapshots"], name="lesson01"):
-    nets, hists = {}, {}
-    for pool in ("gap", "gmp"):
-        torch.manual_seed(seed)
-        net = models.small_cnn(train_set.num_classes, pool)
-        ckpt = config.checkpoint_path(f"{name}-{pool}", seed=seed, **S)
-        hists[pool] = train.fit(net, train_set, val_set, steps=steps, batch_size=S["batch_size"], lr=2e-3,
-                                seed=seed, device=cfg.device, snapshot_steps=snapshots,
-                                checkpoint=ckpt, resume=True)
-        nets[pool] = net
-    return nets, hists
-
-runs = {seed: train_pair(seed) for seed in S["seeds"]}
-nets, hists = runs[S["seeds"][0]]
-print("parameters:", {p: sum(t.numel() for t in n.parameters()) for p, n in nets.items()})
-
-
-# %% [markdown]
 # ## Measuring localization
 #
 # For every validation image we take the map of its **true** class (so classification errors do
@@ -236,6 +209,34 @@ def mask_coverage(maps, masks, fraction):
 
 # %%
 check_mask_coverage(mask_coverage)
+
+# %% [markdown]
+# ## Two networks that differ only in the pooling
+#
+# A small CNN: five 3×3 conv–BatchNorm–ReLU blocks with two stride-2 stages, so a 96-px image gives
+# 24×24 feature maps (one map cell is 4 px, and each cell sees a 21-px window of the image); then the
+# pooling, then one linear layer. Same initialization, same data order, same optimizer (Adam,
+# one-cycle schedule) — only `pool` differs. Training uses the labels only: the boxes and masks are
+# never shown to the loss. Checkpoints are written as training goes, so a re-run (or a Colab
+# disconnect) resumes instead of starting over. Then we measure both with the rule above.
+
+# %%
+def train_pair(seed, steps=S["steps"], snapshots=S["snapshots"], name="lesson01"):
+    nets, hists = {}, {}
+    for pool in ("gap", "gmp"):
+        torch.manual_seed(seed)
+        net = models.small_cnn(train_set.num_classes, pool)
+        ckpt = config.checkpoint_path(f"{name}-{pool}", seed=seed, **S)
+        hists[pool] = train.fit(net, train_set, val_set, steps=steps, batch_size=S["batch_size"], lr=2e-3,
+                                seed=seed, device=cfg.device, snapshot_steps=snapshots,
+                                checkpoint=ckpt, resume=True)
+        nets[pool] = net
+    return nets, hists
+
+runs = {seed: train_pair(seed) for seed in S["seeds"]}
+nets, hists = runs[S["seeds"][0]]
+print("parameters:", {p: sum(t.numel() for t in n.parameters()) for p, n in nets.items()})
+
 
 # %%
 def localization(net, data):
