@@ -87,7 +87,7 @@ _LESSONS: dict[str, dict[str, dict[str, Any]]] = {
         "cpu": dict(image_size=64, n_train=8000, n_val=500, steps=80, batch_size=128),
         "gpu": dict(image_size=64, n_train=10000, n_val=1000, steps=200, batch_size=128),
     },
-    # lesson 03: localization evaluation of lesson 01's GAP network (same checkpoint), baselines.
+    # lesson 03: localization evaluation of lesson 01's GAP network (on the striped data), baselines.
     # flip_margin: how far each of CAM and Grad-CAM (min-max normalized) must lead the other somewhere on the
     # threshold grid for "a fixed threshold can reorder methods" to count (box accuracy, IoU 0.5).
     # net: the small GAP network lesson 03 evaluates (lesson 01's network and training, on the striped
@@ -101,7 +101,7 @@ _LESSONS: dict[str, dict[str, dict[str, Any]]] = {
                     flip_margin=0.03, net=dict(n_train=20000, n_val=2000, steps=80, batch_size=128, snapshots=[15, 40, 80])),
     },
     # lesson 04: Table 4's protocol on the "fine" preset (128-px frames): a small GAP network trained on
-    # other data (src_*: lesson 01's objects) is frozen; linear SVMs (svm_C) on its GAP features of each
+    # other data (src_*: the striped objects) is frozen; linear SVMs (svm_C) on its GAP features of each
     # view (the frame, crops) resized to view_size; crops: CAM box + margin, square, >= min_crop px.
     # Claims: CAM crop >= full + min_gain; >= same-size controls + loc_gain; GT crop >= CAM crop + gt_gain.
     # On a GPU also CUB-200-2011 (cub_*: cache side, epochs, models).
@@ -130,8 +130,8 @@ _LESSONS: dict[str, dict[str, dict[str, Any]]] = {
                     min_margin=0.25, digit_size=224, n_digits_train=240, n_digits_test=240, digit_C=0.1,
                     digit_margin=0.2, min_det_acc=0.8, min_peak=0.6, n_scenes_train=4000, n_scenes_test=600,
                     scene_steps=200, tolerance=3),
-        # steps as in cpu: the source network is lesson 01's GAP network, whose maps stop fitting the object
-        # with long training (lesson 01's curve); at 300 steps the probe's CAM boxes fell to 0.234 (below a
+        # steps as in cpu: the source network is lesson 01's GAP network on the striped data, whose maps stop
+        # fitting the object with long training (synthetic.py's docstring); at 300 steps the probe's CAM boxes fell to 0.234 (below a
         # centre box's 0.444; claims-gpu on the CPU, 2026-11-28). More images and scenes, not more steps.
         "gpu": dict(n_source=20000, n_new=6000, n_shapes=3000, fc_hidden=256, steps=100, batch_size=128, svm_C=0.1,
                     min_probe_acc=0.85,

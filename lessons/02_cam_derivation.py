@@ -80,7 +80,8 @@ print(S)
 
 # %% [markdown]
 # ## A GAP network to look inside
-# The small GAP network of lesson 01, trained on the synthetic objects (checkpointed, so a re-run
+# The small GAP network of lesson 01, trained on the course's striped synthetic objects (the head's
+# colour names the class, the stripe direction narrows it to a pair; checkpointed, so a re-run
 # loads it).
 
 # %%

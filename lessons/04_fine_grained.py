@@ -117,8 +117,8 @@ plt.tight_layout(); plt.show()
 # ## The frozen feature network: trained on other data
 #
 # The paper's GoogLeNet-GAP never saw a CUB label. Ours is the small GAP network of lesson 01
-# trained on lesson 01's objects (64-px frames, eight classes named by a head colour, stripes in four
-# directions) — then frozen. Nothing below trains a network: every classifier is a linear SVM on
+# trained on the course's striped objects (64-px frames, eight classes named by a head colour,
+# stripes in four directions; lessons 02, 03 and 06 use them too) — then frozen. Nothing below trains a network: every classifier is a linear SVM on
 # its GAP features.
 
 # %%

@@ -77,8 +77,9 @@ print(S)
 # %% [markdown]
 # ## 1. Features of a frozen network, a linear SVM, and its CAM
 #
-# **Source task.** Lesson 01's objects in their single-part design (`SyntheticSpec(parts=1)`: the
-# head's colour names the class, the stripe direction narrows it to a pair) have eight classes. We
+# **Source task.** The course's striped objects (`SyntheticSpec(parts=1)`, as in lessons 02, 03
+# and 06: the head's colour names the class, the stripe direction narrows it to a pair) have eight
+# classes. We
 # train a GAP network on **four** of them only — the classes with an even index.
 #
 # **Two new tasks.** What a transfer test shows depends on how new the task is.
@@ -95,7 +96,7 @@ print(S)
 
 # %%
 def family(n, seed, odd):
-    """Lesson 01's single-part images of the even (odd=False) or odd classes, relabelled 0..3."""
+    """The striped objects' images of the even (odd=False) or odd classes, relabelled 0..3."""
     ds = make_synthetic(n, seed=seed, spec=SyntheticSpec(parts=1))
     keep = torch.nonzero(ds.labels % 2 == int(odd))[:, 0]
     sub = ds.subset(keep)

@@ -76,8 +76,9 @@ print(S)
 # %% [markdown]
 # ## A network to look inside
 #
-# Lesson 01's data and network: one object per image, a striped body with a coloured head; the
-# head's colour names the class, the stripe direction narrows it to a pair. A small CNN with a GAP
+# Lesson 01's network on the course's striped data (as in lessons 02 and 03): one object per image,
+# a striped body with a coloured head; the head's colour names the class, the stripe direction
+# narrows it to a pair. A small CNN with a GAP
 # head is trained on image-level labels only. Every image comes with the mask of its object and
 # of its **discriminative part** (the head), which the network never sees.
 
