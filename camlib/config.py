@@ -69,16 +69,16 @@ _LESSONS: dict[str, dict[str, dict[str, Any]]] = {
         "gpu": dict(image_size=224),
     },
     # lesson 01: GAP versus GMP on the synthetic data, preset "tinted" (camlib/data/synthetic.py: the
-    # order holds from 80 to 480 steps there). The claims are asserted on the main runs (``steps``, every
+    # order holds from 80 to 480 steps there; the preset sets the image size, 96 px). The claims are asserted on the main runs (``steps``, every
     # seed) and on one longer run per head (first seed), measured at curve_snapshots: in the gpu profile
     # it trains past the gpu profile's own length, to show and check how both heads change with training
     # length. In smoke the main run is the curve.
     "01": {
-        "smoke": dict(image_size=96, data="tinted", n_train=2048, n_val=256, steps=160, batch_size=64, seeds=[0],
+        "smoke": dict(data="tinted", n_train=2048, n_val=256, steps=160, batch_size=64, seeds=[0],
                       snapshots=[40, 80, 160], curve_steps=160, curve_snapshots=[40, 80, 160]),
-        "cpu": dict(image_size=96, data="tinted", n_train=8000, n_val=1000, steps=160, batch_size=128, seeds=[0, 1],
+        "cpu": dict(data="tinted", n_train=8000, n_val=1000, steps=160, batch_size=128, seeds=[0, 1],
                     snapshots=[40, 80, 160], curve_steps=360, curve_snapshots=[40, 80, 160, 240, 300]),
-        "gpu": dict(image_size=96, data="tinted", n_train=20000, n_val=2000, steps=160, batch_size=128, seeds=[0, 1, 2],
+        "gpu": dict(data="tinted", n_train=20000, n_val=2000, steps=160, batch_size=128, seeds=[0, 1, 2],
                     snapshots=[40, 80, 160], curve_steps=480, curve_snapshots=[40, 80, 160, 240, 320, 400]),
     },
     # lesson 02: the CAM derivation, on a GAP network trained briefly.

@@ -44,6 +44,7 @@ from . import config as _config
 from . import distributed as _dist
 from . import models as _models
 from . import train as _train
+from .data.synthetic import SyntheticSpec
 from .evaluation import evaluate_localization, evaluate_stream  # noqa: F401  (recipes.run and lesson 03)
 
 #: Training images/s of the model alone on one H100 (``camlib.timing``, the one table of rates). The
@@ -159,8 +160,7 @@ def _add(r: Recipe) -> None:
     RECIPES[r.name] = r
 
 
-_SYNTH_SECONDS = {"gap": 270.0, "gmp": 260.0}   # estimated from a probe on CPU_MACHINE, see Timing.how
-_SYNTH_BOX = {"gap": 0.70, "gmp": 0.19}          # lesson 01's data ("tinted"), step 160: synthetic.py's docstring
+_SYNTH_SECONDS, _SYNTH_BOX = {"gap": 270.0, "gmp": 260.0}, {"gap": 0.70, "gmp": 0.19}  # Timing.how; synthetic.py
 
 for _pool in ("gap", "gmp"):
     _add(Recipe(
@@ -168,7 +168,7 @@ for _pool in ("gap", "gmp"):
         summary=f"Lesson 01's small CNN with a {_pool.upper()} head on its procedural data (96 px, 8 classes)",
         dataset="synthetic", model="small_cnn", model_kwargs={"num_classes": 8, "pool": _pool},
         train=dict(batch_size=128, lr=2e-3, optimizer="adam", schedule="onecycle", checkpoint_every=20),
-        epochs=None, steps=None, image_size=_config.lesson_settings("01", "cpu")["image_size"],
+        epochs=None, steps=None, image_size=SyntheticSpec.preset(_config.lesson_settings("01", "cpu")["data"]).image_size,
         # lesson 01's own sizes and data (camlib.config, lesson "01"), so the recipe is the lesson's main run
         profiles={p: {k: _config.lesson_settings("01", p)[k] for k in ("n_train", "n_val", "steps", "batch_size", "data")}
                   for p in _config.PROFILES},
